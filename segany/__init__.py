@@ -1,0 +1,35 @@
+"""segany: Segment Anything, promptable segmentation that loads the official SAM checkpoints.
+
+Switching from Meta's package is one import:
+    from segany import SamPredictor, sam_model_registry
+"""
+
+from .build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
+from .checkpoint import convert_checkpoint, detect_config, load_model, random_model, save_model
+from .errors import CheckpointError, ImageError, SegAnyError
+from .modeling import CONFIGS, Sam, SamConfig, build_sam
+from .predictor import SamPredictor
+from .transforms import ResizeLongestSide
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONFIGS",
+    "CheckpointError",
+    "ImageError",
+    "ResizeLongestSide",
+    "Sam",
+    "SamConfig",
+    "SamPredictor",
+    "SegAnyError",
+    "build_sam",
+    "build_sam_vit_b",
+    "build_sam_vit_h",
+    "build_sam_vit_l",
+    "convert_checkpoint",
+    "detect_config",
+    "load_model",
+    "random_model",
+    "sam_model_registry",
+    "save_model",
+]

@@ -1,0 +1,263 @@
+"""Reading, checking, converting and saving model weights.
+
+Two formats are read: official SAM checkpoints (a pickled state dict, `sam_vit_*.pth`) and
+our `.safetensors` files, which carry the model config in their metadata. The architecture
+of a state dict without a config is worked out from its tensor shapes.
+"""
+
+import json
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .fileio import atomic_path
+from .modeling import Sam, SamConfig, build_sam, config_name, get_config
+
+StateDict = Dict[str, torch.Tensor]
+PathLike = Union[str, Path]
+
+SAFETENSORS_FORMAT = "segany"
+
+# Meta's released checkpoints, found by name in `weights_dir()` (they cannot be bundled).
+OFFICIAL_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
+    "sam_vit_h": ("vit_h", "sam_vit_h_4b8939.pth"),
+    "sam_vit_l": ("vit_l", "sam_vit_l_0b3195.pth"),
+    "sam_vit_b": ("vit_b", "sam_vit_b_01ec64.pth"),
+}
+OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+
+def weights_dir() -> Path:
+    """Folder searched for named weights: $SEGANY_WEIGHTS, else ~/.cache/segany."""
+    return Path(os.environ.get("SEGANY_WEIGHTS", Path.home() / ".cache" / "segany"))
+
+
+def resolve_source(source: PathLike) -> Path:
+    """A checkpoint path, or the file that a registered name stands for."""
+    path = Path(source)
+    if path.exists() or str(source) not in OFFICIAL_CHECKPOINTS:
+        return path
+    _, filename = OFFICIAL_CHECKPOINTS[str(source)]
+    located = weights_dir() / filename
+    if not located.exists():
+        raise CheckpointError(
+            f"{source}: {filename} is not in {weights_dir()} (set SEGANY_WEIGHTS); "
+            f"download it from {OFFICIAL_URL}{filename}"
+        )
+    return located
+
+
+def _describe_keys(keys, limit: int = 5) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    """The state dict inside a loaded object: plain, under 'model'/'state_dict', or DDP-prefixed."""
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if wrapper in obj and isinstance(obj[wrapper], Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: not a checkpoint (expected a state dict, found {type(obj).__name__})")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: not a state dict: non-tensor entries {_describe_keys(map(str, not_tensors))}")
+    return {re.sub(r"^module\.", "", k): v for k, v in obj.items()}
+
+
+def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
+    """Tensors of a checkpoint file, and the config stored with them if any."""
+    path = resolve_source(source)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    # safetensors: 8-byte little-endian header length, then a JSON header.
+    if len(head) == 9 and head[8:9] == b"{":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        if "weights_only" in str(err) or "Unsupported" in str(err):
+            reason = "it holds Python objects other than tensors, refused for safety"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "central directory" in message or "EOF" in message or isinstance(err, EOFError):
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None
+        raise CheckpointError(f"{path}: not a checkpoint ({message})") from None
+    return _unwrap(obj, path), None
+
+
+def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[SamConfig]]:
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
+    config = None
+    if "config" in metadata:
+        try:
+            config = SamConfig.from_dict(json.loads(metadata["config"]))
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{path}: bad model config in metadata ({err})") from None
+    return _unwrap(tensors, path), config
+
+
+def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> SamConfig:
+    """Work out the architecture of a SAM state dict from its tensor shapes.
+
+    Decoder head count is not visible in shapes; it is taken as the official 8.
+    """
+    def get(key: str) -> torch.Tensor:
+        if key not in state_dict:
+            raise CheckpointError(
+                f"{source}: not a SAM checkpoint: missing key {key} (found {_describe_keys(state_dict)})"
+            )
+        return state_dict[key]
+
+    def count(pattern: str) -> int:
+        indexes = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
+        return max(indexes) + 1 if indexes else 0
+
+    enc = "image_encoder."
+    patch = get(enc + "patch_embed.proj.weight")  # C, 3, p, p
+    embed_dim, patch_size = patch.shape[0], patch.shape[2]
+    grid = get(enc + "pos_embed").shape[1]
+    depth = count(r"image_encoder\.blocks\.(\d+)\.")
+    rel_pos_lengths = [get(f"{enc}blocks.{i}.attn.rel_pos_h").shape[0] for i in range(depth)]
+    head_dim = get(enc + "blocks.0.attn.rel_pos_h").shape[1]
+    global_indexes = tuple(i for i, n in enumerate(rel_pos_lengths) if n == 2 * grid - 1)
+    windowed = [n for n in rel_pos_lengths if n != 2 * grid - 1]
+    window_size = (windowed[0] + 1) // 2 if windowed else 0
+    prompt_dim = get(enc + "neck.0.weight").shape[0]
+    attn_width = get("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight").shape[0]
+    return SamConfig(
+        encoder_embed_dim=embed_dim,
+        encoder_depth=depth,
+        encoder_num_heads=embed_dim // head_dim,
+        encoder_global_attn_indexes=global_indexes,
+        encoder_mlp_ratio=get(enc + "blocks.0.mlp.lin1.weight").shape[0] / embed_dim,
+        encoder_window_size=window_size,
+        image_size=grid * patch_size,
+        patch_size=patch_size,
+        prompt_embed_dim=prompt_dim,
+        mask_in_chans=get("prompt_encoder.mask_downscaling.3.weight").shape[0],
+        decoder_depth=count(r"mask_decoder\.transformer\.layers\.(\d+)\."),
+        decoder_mlp_dim=get("mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0],
+        decoder_attention_downsample_rate=prompt_dim // attn_width,
+        num_multimask_outputs=get("mask_decoder.mask_tokens.weight").shape[0] - 1,
+        iou_head_depth=count(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        iou_head_hidden_dim=get("mask_decoder.iou_prediction_head.layers.0.weight").shape[0],
+    )
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: StateDict, source: PathLike = "state dict") -> None:
+    """Raise CheckpointError unless `state_dict` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    missing = expected.keys() - state_dict.keys()
+    unexpected = state_dict.keys() - expected.keys()
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe_keys(unexpected)}")
+    for key in sorted(expected.keys() & state_dict.keys()):
+        if expected[key].shape != state_dict[key].shape:
+            problems.append(
+                f"shape mismatch for {key}: checkpoint {tuple(state_dict[key].shape)}, "
+                f"model {tuple(expected[key].shape)}"
+            )
+            break
+    if problems:
+        raise CheckpointError(f"{source}: does not fit the model: " + "; ".join(problems))
+
+
+def load_weights(model: Sam, source: PathLike) -> Sam:
+    """Load a checkpoint file into an existing model, checking keys and shapes first."""
+    state_dict, _ = read_checkpoint(source)
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict)
+    return model
+
+
+def load_model(source: PathLike, device: Union[str, torch.device] = "cpu") -> Sam:
+    """A ready `Sam` (eval mode) from a checkpoint path or a registered name.
+
+    source: an official checkpoint (`sam_vit_b_01ec64.pth`, ... or any state dict of that
+    layout), one of our `.safetensors` files, or a name in `OFFICIAL_CHECKPOINTS`.
+    """
+    path = resolve_source(source)
+    state_dict, config = read_checkpoint(path)
+    config = config or detect_config(state_dict, path)
+    with torch.device("meta"):
+        model = build_sam(config)
+    check_state_dict(model, state_dict, path)
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, assign=True)
+    # Non-persistent buffers were created on the meta device: rebuild them.
+    model.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
+    model.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
+    return model.to(device).eval()
+
+
+def save_model(model: Sam, path: PathLike) -> None:
+    """Write `model` as .safetensors (config in metadata) or as an official-layout .pth."""
+    write_checkpoint(model.state_dict(), path, model.config)
+
+
+def write_checkpoint(state_dict: StateDict, path: PathLike, config: Optional[SamConfig]) -> None:
+    """Write tensors unchanged to `path`, atomically; the format follows the suffix."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if config is None:
+            raise CheckpointError(f"{path}: a .safetensors checkpoint needs the model config")
+        metadata = {"format": SAFETENSORS_FORMAT, "config": json.dumps(config.to_dict()), "name": config_name(config)}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
+    elif path.suffix in (".pth", ".pt"):
+        with atomic_path(path) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r} (use .safetensors or .pth)")
+
+
+def convert_checkpoint(source: PathLike, destination: PathLike) -> SamConfig:
+    """Convert between official .pth and our .safetensors; tensors are copied bit for bit.
+
+    Keys are written in the model's own order, the order of the official checkpoints.
+    """
+    state_dict, config = read_checkpoint(source)
+    config = config or detect_config(state_dict, source)
+    with torch.device("meta"):
+        reference = build_sam(config)
+    check_state_dict(reference, state_dict, source)
+    ordered = {key: state_dict[key] for key in reference.state_dict()}
+    write_checkpoint(ordered, destination, config)
+    return config
+
+
+def random_model(config: Union[str, SamConfig], seed: int = 0) -> Sam:
+    """A model with PyTorch's default random initialisation, reproducible from `seed`."""
+    config = get_config(config) if isinstance(config, str) else config
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_sam(config)

@@ -1,0 +1,187 @@
+"""The `segany` command line."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .checkpoint import (
+    OFFICIAL_CHECKPOINTS,
+    convert_checkpoint,
+    detect_config,
+    load_model,
+    random_model,
+    read_checkpoint,
+    save_model,
+)
+from .errors import SegAnyError
+from .fileio import write_text_atomic
+from .image_io import read_image, write_png
+from .masks import mask_to_bbox, mask_to_rle
+from .modeling import CONFIGS, config_name
+from .predictor import SamPredictor
+from .visualize import overlay_masks
+
+
+def _numbers(text: str, option: str, counts: Sequence[int], form: str) -> List[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts or not all(np.isfinite(values)):
+        raise SegAnyError(f"{option} {text!r}: expected {form} (numbers separated by commas)")
+    return values
+
+
+def parse_point(text: str) -> Tuple[float, float, int]:
+    """'X,Y' or 'X,Y,LABEL' (LABEL 1 foreground, the default, or 0 background)."""
+    values = _numbers(text, "--point", (2, 3), "X,Y or X,Y,LABEL")
+    label = values[2] if len(values) == 3 else 1
+    if label not in (0, 1):
+        raise SegAnyError(f"--point {text!r}: LABEL must be 1 (foreground) or 0 (background)")
+    return values[0], values[1], int(label)
+
+
+def check_prompts(points: List[Tuple[float, float, int]], box: Optional[List[float]], width: int, height: int) -> None:
+    """Raise SegAnyError for prompts that do not lie on a (width x height) image."""
+    if not points and box is None:
+        raise SegAnyError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    for x, y, _ in points:
+        if not (0 <= x < width and 0 <= y < height):
+            raise SegAnyError(f"--point {x:g},{y:g} lies outside the image (width {width}, height {height})")
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if x1 <= x0:
+            raise SegAnyError(f"--box: x1 ({x1:g}) must be greater than x0 ({x0:g})")
+        if y1 <= y0:
+            raise SegAnyError(f"--box: y1 ({y1:g}) must be greater than y0 ({y0:g})")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise SegAnyError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} extends outside the image (width {width}, height {height})")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    image_path = Path(args.image)
+    image = read_image(image_path)
+    height, width = image.shape[:2]
+    points = [parse_point(p) for p in args.point]
+    box = _numbers(args.box, "--box", (4,), "X0,Y0,X1,Y1") if args.box else None
+    check_prompts(points, box, width, height)
+
+    predictor = SamPredictor(load_model(args.model, device=args.device))
+    predictor.set_image(image)
+    coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
+    labels = np.array([p[2] for p in points], dtype=np.int64) if points else None
+    masks, scores, _ = predictor.predict(
+        point_coords=coords,
+        point_labels=labels,
+        box=None if box is None else np.array(box),
+        multimask_output=args.multimask,
+    )
+    order = np.argsort(-scores, kind="stable")
+
+    out = Path(args.output)
+    stem = image_path.stem
+    records = []
+    for rank, index in enumerate(order):
+        mask = masks[index]
+        name = f"{stem}_mask{rank}.png" if len(order) > 1 else f"{stem}_mask.png"
+        write_png(out / name, mask.astype(np.uint8) * 255)
+        records.append(
+            {
+                "file": name,
+                "predicted_iou": float(scores[index]),
+                "area": int(mask.sum()),
+                "bbox": mask_to_bbox(mask),
+                "segmentation": mask_to_rle(mask),
+            }
+        )
+    overlay = overlay_masks(image, [masks[order[0]]], coords, labels, box)
+    write_png(out / f"{stem}_overlay.png", overlay)
+    result = {
+        "image": {"file_name": image_path.name, "width": width, "height": height},
+        "model": str(args.model),
+        "prompt": {
+            "points": [[x, y] for x, y, _ in points],
+            "labels": [label for _, _, label in points],
+            "box": box,
+            "multimask": args.multimask,
+        },
+        "masks": records,
+    }
+    write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=1))
+    best = records[0]
+    print(f"{out / best['file']}: predicted IoU {best['predicted_iou']:.3f}, area {best['area']} px "
+          f"({len(records)} mask(s), overlay {out / (stem + '_overlay.png')})")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    config = convert_checkpoint(args.source, args.destination)
+    print(f"{args.destination}: {config_name(config)} weights written")
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    save_model(random_model(args.config, seed=args.seed), args.output)
+    print(f"{args.output}: randomly initialised {args.config} (seed {args.seed})")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    state_dict, config = read_checkpoint(args.checkpoint)
+    config = config or detect_config(state_dict, args.checkpoint)
+    params = sum(t.numel() for t in state_dict.values())
+    print(json.dumps({"architecture": config_name(config), "parameters": params, "config": config.to_dict()}, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segany", description="Segment Anything on the command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    model_help = (
+        "checkpoint: an official sam_vit_*.pth, a segany .safetensors, or a name "
+        f"({', '.join(OFFICIAL_CHECKPOINTS)}) found in $SEGANY_WEIGHTS"
+    )
+
+    seg = sub.add_parser("segment", help="segment an image from point and box prompts")
+    seg.add_argument("image", help="image file (any format Pillow reads)")
+    seg.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
+                     help="prompt point in image pixels; LABEL 1 foreground (default), 0 background; repeatable")
+    seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="prompt box in image pixels")
+    seg.add_argument("--model", required=True, help=model_help)
+    seg.add_argument("--multimask", action="store_true", help="write the 3 ambiguity-aware masks, best first")
+    seg.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    seg.add_argument("-o", "--output", required=True, help="output folder")
+    seg.set_defaults(run=cmd_segment)
+
+    conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
+    conv.add_argument("source", help=model_help)
+    conv.add_argument("destination", help="output file: .safetensors or .pth")
+    conv.set_defaults(run=cmd_convert)
+
+    init = sub.add_parser("init", help="write a randomly initialised model")
+    init.add_argument("config", choices=sorted(CONFIGS), help="architecture")
+    init.add_argument("-o", "--output", required=True, help="output .safetensors or .pth file")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(run=cmd_init)
+
+    info = sub.add_parser("info", help="print the architecture of a checkpoint")
+    info.add_argument("checkpoint", help=model_help)
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SegAnyError as err:
+        print(f"segany: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"segany: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Model configurations and the builder that turns one into a `Sam`."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .sam import PIXEL_MEAN, PIXEL_STD, Sam
+from .transformer import TwoWayTransformer
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Every size of a SAM model. Defaults are those of the official models."""
+
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
+    encoder_mlp_ratio: float = 4.0
+    encoder_window_size: int = 14
+    image_size: int = 1024
+    patch_size: int = 16
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    decoder_attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: Tuple[float, float, float] = PIXEL_STD
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for SAM)."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "SamConfig":
+        """Inverse of `to_dict`; raises ValueError naming unknown fields."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**converted)
+
+
+# The official architectures (Kirillov et al., 2023) and smaller ones built from the same classes.
+CONFIGS: Dict[str, SamConfig] = {
+    "vit_h": SamConfig(
+        encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=(7, 15, 23, 31)
+    ),
+    "vit_l": SamConfig(
+        encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=(5, 11, 17, 23)
+    ),
+    "vit_b": SamConfig(),
+    # A CPU-sized encoder for tests and small trained models.
+    "vit_tiny": SamConfig(
+        encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=3, encoder_global_attn_indexes=(1, 3)
+    ),
+}
+
+
+def get_config(name: str) -> SamConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model config {name!r}; known: {', '.join(CONFIGS)}") from None
+
+
+def config_name(config: SamConfig) -> str:
+    """The registered name of `config`, or 'custom'."""
+    return next((name for name, known in CONFIGS.items() if known == config), "custom")
+
+
+def build_sam(config: SamConfig) -> Sam:
+    """A randomly initialised `Sam` of the given sizes, in eval mode."""
+    grid = config.embedding_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.encoder_mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.encoder_window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                num_heads=config.decoder_num_heads,
+                mlp_dim=config.decoder_mlp_dim,
+                attention_downsample_rate=config.decoder_attention_downsample_rate,
+            ),
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=config.pixel_mean,
+        pixel_std=config.pixel_std,
+    )
+    sam.config = config
+    return sam.eval()

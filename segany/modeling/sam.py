@@ -1,0 +1,91 @@
+"""The Segment Anything model: image encoder + prompt encoder + mask decoder."""
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+    config: Any = None  # the SamConfig this model was built from (set by build_sam)
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: Sequence[float] = PIXEL_MEAN,
+        pixel_std: Sequence[float] = PIXEL_STD,
+    ) -> None:
+        """pixel_mean, pixel_std: per-channel RGB normalisation in 0-255 units."""
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        # Not persistent: official checkpoints do not store them.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def image_size(self) -> int:
+        return self.image_encoder.img_size
+
+    @torch.no_grad()
+    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool) -> List[Dict[str, torch.Tensor]]:
+        """End-to-end prediction for a batch of images, each with its own prompts.
+
+        Each input dict holds `image` (3, H, W) already resized so the long side is
+        `image_size`, `original_size` (H, W), and optionally `point_coords` (B, N, 2),
+        `point_labels` (B, N), `boxes` (B, 4), `mask_inputs` (B, 1, 256, 256), all in the
+        resized frame. Each output dict holds `masks` (B, C, H, W) bool at the original size,
+        `iou_predictions` (B, C) and `low_res_logits` (B, C, 256, 256).
+        """
+        images = torch.stack([self.preprocess(record["image"]) for record in batched_input], dim=0)
+        embeddings = self.image_encoder(images)
+        outputs = []
+        for record, embedding in zip(batched_input, embeddings):
+            points = (record["point_coords"], record["point_labels"]) if "point_coords" in record else None
+            sparse, dense = self.prompt_encoder(points, record.get("boxes"), record.get("mask_inputs"))
+            low_res, iou = self.mask_decoder(
+                image_embeddings=embedding.unsqueeze(0),
+                image_pe=self.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+            masks = self.postprocess_masks(low_res, record["image"].shape[-2:], record["original_size"])
+            outputs.append(
+                {"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res}
+            )
+        return outputs
+
+    def postprocess_masks(
+        self, masks: torch.Tensor, input_size: Tuple[int, ...], original_size: Tuple[int, ...]
+    ) -> torch.Tensor:
+        """Low-res logits (B, C, 256, 256) -> logits (B, C, H, W) at the original image size.
+
+        input_size: (h, w) of the resized image before padding; original_size: (H, W).
+        """
+        masks = F.interpolate(masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Resized RGB (..., 3, h, w) in 0-255 -> normalised and zero-padded to image_size."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))

@@ -1,0 +1,228 @@
+"""SamPredictor: embed an image once, then predict masks for many prompts in milliseconds.
+
+Same methods, signatures, shapes and coordinate conventions as `segment_anything.SamPredictor`
+(x, y in original image pixels), plus `predict_batch` for many prompts in one call and
+`set_embedding` to reuse an embedding computed elsewhere.
+"""
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import SegAnyError
+from .modeling import Sam
+from .transforms import ImageLike, ResizeLongestSide, to_rgb_uint8
+
+Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ...], shape_text: str) -> None:
+    if array.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, array.shape)):
+        raise SegAnyError(f"{name} must have shape {shape_text}, got {tuple(array.shape)}")
+
+
+class SamPredictor:
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self.is_image_set = False
+        self.features: Optional[torch.Tensor] = None
+        self.original_size: Optional[Tuple[int, int]] = None
+        self.input_size: Optional[Tuple[int, int]] = None
+
+    def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
+        """Compute the embedding of an image for the following `predict` calls.
+
+        image: (H, W, 3) uint8 in `image_format` ('RGB' or 'BGR'); grayscale, RGBA, 16-bit,
+        bool and float images are converted as `segany.transforms.to_rgb_uint8` documents.
+        """
+        image = to_rgb_uint8(image, image_format)
+        resized = self.transform.apply_image(image)
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.no_grad()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Tuple[int, ...]) -> None:
+        """Like `set_image` for an image already resized by `ResizeLongestSide`.
+
+        transformed_image: (1, 3, h, w) with max(h, w) == model image size, values 0-255.
+        original_image_size: (H, W) before resizing.
+        """
+        size = self.model.image_encoder.img_size
+        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3 or max(transformed_image.shape[2:]) != size:
+            raise SegAnyError(
+                f"set_torch_image input must be (B, 3, h, w) with long side {size}, "
+                f"got {tuple(transformed_image.shape)}"
+            )
+        self.reset_image()
+        features = self.model.image_encoder(self.model.preprocess(transformed_image.to(self.device)))
+        self._set_features(features, tuple(original_image_size), tuple(transformed_image.shape[-2:]))
+
+    def set_embedding(
+        self, embedding: Union[np.ndarray, torch.Tensor], original_image_size: Tuple[int, int]
+    ) -> None:
+        """Use an embedding from `get_image_embedding()` (e.g. saved as .npy) instead of `set_image`.
+
+        embedding: (1, C, g, g) or (C, g, g); original_image_size: (H, W) of the image it came from.
+        """
+        features = torch.as_tensor(np.asarray(embedding) if not torch.is_tensor(embedding) else embedding)
+        if features.ndim == 3:
+            features = features[None]
+        c = self.model.prompt_encoder.embed_dim
+        g = self.model.prompt_encoder.image_embedding_size
+        if tuple(features.shape) != (1, c, *g):
+            raise SegAnyError(f"embedding must have shape (1, {c}, {g[0]}, {g[1]}), got {tuple(features.shape)}")
+        h, w = (int(v) for v in original_image_size)
+        if h <= 0 or w <= 0:
+            raise SegAnyError(f"original_image_size must be positive (H, W), got {original_image_size}")
+        self.reset_image()
+        input_size = self.transform.get_preprocess_shape(h, w, self.model.image_encoder.img_size)
+        self._set_features(features.to(self.device, torch.float), (h, w), input_size)
+
+    def _set_features(self, features: torch.Tensor, original_size: Tuple[int, ...], input_size: Tuple[int, ...]):
+        self.features = features
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """Embedding of the current image: (1, C, g, g), (1, 256, 64, 64) for SAM."""
+        self._require_image()
+        return self.features
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Masks for one prompt on the current image.
+
+        Args:
+            point_coords: (N, 2) x,y in original image pixels; point_labels: (N,), 1 foreground,
+                0 background.
+            box: (4,) x0,y0,x1,y1 in original image pixels.
+            mask_input: (1, 256, 256) low-res logits from a previous call.
+            multimask_output: three masks for an ambiguous prompt, else one.
+            return_logits: return logits instead of boolean masks.
+        Returns:
+            masks (C, H, W) bool (float32 logits with return_logits), predicted IoU (C,),
+            low-res logits (C, 256, 256); C is 3 with multimask_output, else 1.
+        """
+        points = None if point_coords is None else np.asarray(point_coords)
+        labels = None if point_labels is None else np.asarray(point_labels)
+        if points is not None:
+            _check_shape("point_coords", points, (None, 2), "(N, 2)")
+        if box is not None:
+            box = np.asarray(box)
+            if box.size != 4:
+                raise SegAnyError(f"box must have shape (4,), got {box.shape}")
+        if mask_input is not None:
+            mask_input = np.asarray(mask_input)
+            _check_shape("mask_input", mask_input, (1, *self.model.prompt_encoder.mask_input_size), "(1, 256, 256)")
+        masks, scores, low_res = self.predict_batch(
+            point_coords=None if points is None else points[None],
+            point_labels=None if labels is None else labels[None],
+            boxes=None if box is None else box.reshape(1, 4),
+            mask_input=None if mask_input is None else mask_input[None],
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+        )
+        return masks[0], scores[0], low_res[0]
+
+    def predict_batch(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        boxes: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Masks for B prompts on the current image in one decoder call.
+
+        Args:
+            point_coords: (B, N, 2) in original image pixels; point_labels: (B, N).
+            boxes: (B, 4) x0,y0,x1,y1 in original image pixels.
+            mask_input: (B, 1, 256, 256) low-res logits.
+        Returns:
+            masks (B, C, H, W), predicted IoU (B, C), low-res logits (B, C, 256, 256).
+        """
+        self._require_image()
+        coords_torch = labels_torch = boxes_torch = mask_torch = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise SegAnyError("point_labels must be supplied if point_coords is supplied.")
+            point_coords, point_labels = np.asarray(point_coords), np.asarray(point_labels)
+            _check_shape("point_coords", point_coords, (None, None, 2), "(B, N, 2)")
+            _check_shape("point_labels", point_labels, point_coords.shape[:2], f"{point_coords.shape[:2]}")
+            coords = self.transform.apply_coords(point_coords, self.original_size)
+            coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)
+            labels_torch = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)
+        if boxes is not None:
+            boxes = np.asarray(boxes)
+            _check_shape("boxes", boxes, (None, 4), "(B, 4)")
+            boxes = self.transform.apply_boxes(boxes, self.original_size)
+            boxes_torch = torch.as_tensor(boxes, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            mask_input = np.asarray(mask_input)
+            _check_shape("mask_input", mask_input, (None, 1, *self.model.prompt_encoder.mask_input_size),
+                         "(B, 1, 256, 256)")
+            mask_torch = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
+        sizes = {len(t) for t in (coords_torch, boxes_torch, mask_torch) if t is not None}
+        if len(sizes) > 1:
+            raise SegAnyError(f"points, boxes and mask_input hold different numbers of prompts: {sorted(sizes)}")
+        masks, scores, low_res = self.predict_torch(
+            coords_torch, labels_torch, boxes_torch, mask_torch, multimask_output, return_logits
+        )
+        return masks.cpu().numpy(), scores.cpu().numpy(), low_res.cpu().numpy()
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched prediction with prompts already in the resized frame (`ResizeLongestSide`).
+
+        Args:
+            point_coords: (B, N, 2); point_labels: (B, N); boxes: (B, 4);
+            mask_input: (B, 1, 256, 256).
+        Returns:
+            masks (B, C, H, W) at the original size, predicted IoU (B, C), low-res logits
+            (B, C, 256, 256).
+        """
+        self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res_masks, iou_predictions = self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        masks = self.model.postprocess_masks(low_res_masks, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res_masks
