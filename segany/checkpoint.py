@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -90,18 +91,23 @@ def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
     # safetensors: 8-byte little-endian header length, then a JSON header.
     if len(head) == 9 and head[8:9] == b"{":
         return _read_safetensors(path)
+    # PyTorch writes zip archives; older versions wrote a bare pickle (protocol >= 2).
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch .pth nor a .safetensors file)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0]
         if "weights_only" in str(err) or "Unsupported" in str(err):
             reason = "it holds Python objects other than tensors, refused for safety"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "central directory" in message or "EOF" in message or isinstance(err, EOFError):
+    except Exception as err:  # torch.load fails in many ways on bytes that are not a checkpoint
+        message = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, (EOFError, zipfile.BadZipFile)) or "central directory" in message:
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None
-        raise CheckpointError(f"{path}: not a checkpoint ({message})") from None
+        raise CheckpointError(f"{path}: not a checkpoint ({type(err).__name__}: {message})") from None
     return _unwrap(obj, path), None
 
 

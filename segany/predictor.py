@@ -135,7 +135,8 @@ class SamPredictor:
                 raise SegAnyError(f"box must have shape (4,), got {box.shape}")
         if mask_input is not None:
             mask_input = np.asarray(mask_input)
-            _check_shape("mask_input", mask_input, (1, *self.model.prompt_encoder.mask_input_size), "(1, 256, 256)")
+            h, w = self.model.prompt_encoder.mask_input_size
+            _check_shape("mask_input", mask_input, (1, h, w), f"(1, {h}, {w})")
         masks, scores, low_res = self.predict_batch(
             point_coords=None if points is None else points[None],
             point_labels=None if labels is None else labels[None],
@@ -182,8 +183,8 @@ class SamPredictor:
             boxes_torch = torch.as_tensor(boxes, dtype=torch.float, device=self.device)
         if mask_input is not None:
             mask_input = np.asarray(mask_input)
-            _check_shape("mask_input", mask_input, (None, 1, *self.model.prompt_encoder.mask_input_size),
-                         "(B, 1, 256, 256)")
+            h, w = self.model.prompt_encoder.mask_input_size
+            _check_shape("mask_input", mask_input, (None, 1, h, w), f"(B, 1, {h}, {w})")
             mask_torch = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
         sizes = {len(t) for t in (coords_torch, boxes_torch, mask_torch) if t is not None}
         if len(sizes) > 1:

@@ -1,4 +1,4 @@
-"""The official `segment-anything==1.0` package as a test oracle.
+"""The official `segment-anything==1.0` package as the oracle of tests and benchmarks.
 
 The official package imports torchvision at import time (its mask generator uses
 `batched_nms`, its predictor resizes images with torchvision's PIL path), and PyPI's
@@ -81,7 +81,7 @@ def import_official():
 
 def build_official(config):
     """An official `Sam` with the sizes of a segany `SamConfig`, from the official classes."""
-    sa = import_official()
+    import_official()
     from segment_anything.modeling import (
         ImageEncoderViT,
         MaskDecoder,
@@ -125,7 +125,6 @@ def build_official(config):
             iou_head_hidden_dim=config.iou_head_hidden_dim,
         ),
     )
-    del sa
     return model.eval()
 
 

@@ -1,0 +1,1 @@
+"""Helpers for checking segany against the official `segment-anything` package (tests, benchmarks)."""

@@ -1,0 +1,61 @@
+"""Each module against its official counterpart on the same random weights and inputs."""
+
+import pytest
+import torch
+
+from segany.testing import official as reference
+from conftest import MICRO
+from segany.modeling import build_sam
+
+
+@pytest.fixture(scope="module")
+def models():
+    reference.import_official()
+    official = reference.build_official(MICRO)
+    state_dict = reference.random_official_state_dict(MICRO, seed=11)
+    official.load_state_dict(state_dict)
+    ours = build_sam(MICRO)
+    ours.load_state_dict(state_dict)
+    return ours, official
+
+
+def test_image_encoder(models):
+    ours, official = models
+    x = torch.randn(2, 3, MICRO.image_size, MICRO.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.image_encoder(x), official.image_encoder(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prompt", ["points", "boxes", "points_and_boxes", "masks", "nothing"])
+def test_prompt_encoder(models, prompt):
+    ours, official = models
+    g = torch.Generator().manual_seed(1)
+    size = MICRO.image_size
+    points = (torch.rand(4, 3, 2, generator=g) * size, torch.tensor([[1, 0, -1], [0, 0, 1], [1, 1, 1], [-1, 1, 0]]))
+    boxes = torch.sort(torch.rand(4, 2, 2, generator=g) * size, dim=1).values.reshape(4, 4)
+    masks = torch.randn(4, 1, 4 * size // 16, 4 * size // 16, generator=g)
+    kwargs = {
+        "points": dict(points=points, boxes=None, masks=None),
+        "boxes": dict(points=None, boxes=boxes, masks=None),
+        "points_and_boxes": dict(points=points, boxes=boxes, masks=None),
+        "masks": dict(points=points, boxes=None, masks=masks),
+        "nothing": dict(points=None, boxes=None, masks=None),
+    }[prompt]
+    with torch.no_grad():
+        for a, b in zip(ours.prompt_encoder(**kwargs), official.prompt_encoder(**kwargs)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.prompt_encoder.get_dense_pe(), official.prompt_encoder.get_dense_pe())
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_mask_decoder(models, multimask):
+    ours, official = models
+    g = torch.Generator().manual_seed(2)
+    embedding = torch.randn(1, MICRO.prompt_embed_dim, 16, 16, generator=g)
+    sparse = torch.randn(5, 4, MICRO.prompt_embed_dim, generator=g)
+    dense = torch.randn(5, MICRO.prompt_embed_dim, 16, 16, generator=g)
+    pe = official.prompt_encoder.get_dense_pe()
+    with torch.no_grad():
+        for a, b in zip(ours.mask_decoder(embedding, pe, sparse, dense, multimask),
+                        official.mask_decoder(embedding, pe, sparse, dense, multimask)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

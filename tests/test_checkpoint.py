@@ -1,0 +1,159 @@
+"""Loading, converting and saving weights, and the errors bad files get."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from segany.testing import official as reference
+import segany
+from conftest import MICRO
+from segany.checkpoint import read_checkpoint
+from segany.errors import CheckpointError
+
+
+def assert_same_tensors(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_official_layout_pth_loads_with_detected_config(micro_checkpoint):
+    model = segany.load_model(micro_checkpoint)
+    assert model.config == MICRO
+    assert not model.training
+    assert_same_tensors(model.state_dict(), torch.load(micro_checkpoint))
+
+
+def test_pth_to_safetensors_and_back_is_bit_identical(micro_checkpoint, tmp_path):
+    original = torch.load(micro_checkpoint)
+    st = tmp_path / "model.safetensors"
+    back = tmp_path / "back.pth"
+    assert segany.convert_checkpoint(micro_checkpoint, st) == MICRO
+    assert segany.convert_checkpoint(st, back) == MICRO
+    assert_same_tensors(read_checkpoint(st)[0] | {}, {k: original[k] for k in read_checkpoint(st)[0]})
+    assert_same_tensors(torch.load(back), original)  # same keys, same order, same bits
+    with safe_open(st, framework="pt") as f:
+        assert segany.SamConfig.from_dict(__import__("json").loads(f.metadata()["config"])) == MICRO
+        assert f.metadata()["format"] == "segany"
+
+
+def test_safetensors_config_is_used_without_detection(tmp_path):
+    """Decoder heads cannot be seen in shapes; our files keep them in the metadata."""
+    config = segany.SamConfig(**{**MICRO.to_dict(), "decoder_num_heads": 4})
+    path = tmp_path / "four_heads.safetensors"
+    segany.save_model(segany.random_model(config), path)
+    assert segany.load_model(path).config == config
+
+
+def test_wrapped_and_ddp_prefixed_state_dicts_load(micro_checkpoint, tmp_path):
+    state_dict = torch.load(micro_checkpoint)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": 3}, wrapped)
+    assert_same_tensors(segany.load_model(wrapped).state_dict(), state_dict)
+
+
+def test_half_precision_weights_load_as_float32(micro_checkpoint, tmp_path):
+    state_dict = torch.load(micro_checkpoint)
+    half = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in state_dict.items()}, half)
+    model = segany.load_model(half)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_registry_builders_load_checkpoints(micro_checkpoint, tmp_path):
+    sa = reference.import_official()
+    assert set(segany.sam_model_registry) == set(sa.sam_model_registry)
+    tiny = tmp_path / "tiny.pth"
+    segany.save_model(segany.random_model("vit_tiny"), tiny)
+    with pytest.raises(CheckpointError, match=r"shape mismatch for image_encoder\.blocks\.0\.attn\.proj\.bias"):
+        segany.sam_model_registry["vit_b"](checkpoint=tiny)
+
+
+def test_registered_official_names_are_found_in_the_weights_dir(micro_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGANY_WEIGHTS", str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"sam_vit_b_01ec64\.pth is not in .*download it from https://"):
+        segany.load_model("sam_vit_b")
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(Path(micro_checkpoint).read_bytes())
+    assert segany.load_model("sam_vit_b").config == MICRO
+
+
+def write_bytes(tmp_path, name, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d, ckpt: d / "nope.pth", r"checkpoint not found: .*nope\.pth"),
+        (lambda d, ckpt: d, r"is a directory"),
+        (lambda d, ckpt: write_bytes(d, "empty.pth", b""), r"empty file"),
+        (lambda d, ckpt: write_bytes(d, "notes.pth", b"these are not weights\n" * 10), r"not a .*checkpoint"),
+        (lambda d, ckpt: write_bytes(d, "truncated.pth", ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2]),
+         r"truncated or corrupt checkpoint"),
+        (lambda d, ckpt: write_bytes(d, "object.pth", pickle.dumps(Opaque())), r"not a readable checkpoint"),
+        (lambda d, ckpt: write_bytes(d, "list.pth", _torch_bytes([1, 2, 3])), r"expected a state dict, found list"),
+        (lambda d, ckpt: write_bytes(d, "mixed.pth", _torch_bytes({"a": torch.zeros(1), "b": 3})),
+         r"non-tensor entries b"),
+        (lambda d, ckpt: write_bytes(d, "other.pth", _torch_bytes({"backbone.conv1.weight": torch.zeros(1)})),
+         r"not a SAM checkpoint: missing key image_encoder\.patch_embed\.proj\.weight \(found backbone\.conv1"),
+    ],
+    ids=["missing", "directory", "empty", "text", "truncated", "pickled-object", "list", "non-tensor", "other-model"],
+)
+def test_bad_files_get_clear_errors(tmp_path, micro_checkpoint, make, message):
+    path = make(tmp_path, Path(micro_checkpoint))
+    with pytest.raises(CheckpointError, match=message) as info:
+        segany.load_model(path)
+    assert "\n" not in str(info.value)
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_truncated_safetensors_is_reported(tmp_path):
+    path = tmp_path / "m.safetensors"
+    segany.save_model(segany.random_model(MICRO), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt safetensors file"):
+        segany.load_model(path)
+
+
+def test_missing_and_unexpected_keys_are_listed(micro_checkpoint, tmp_path):
+    state_dict = torch.load(micro_checkpoint)
+    del state_dict["mask_decoder.iou_token.weight"]
+    state_dict["mask_decoder.extra.weight"] = torch.zeros(2)
+    path = tmp_path / "edited.pth"
+    torch.save(state_dict, path)
+    with pytest.raises(CheckpointError) as info:
+        segany.load_model(path)
+    message = str(info.value)
+    assert "missing keys: mask_decoder.iou_token.weight" in message
+    assert "unexpected keys: mask_decoder.extra.weight" in message
+
+
+def test_safetensors_without_config_falls_back_to_detection(micro_checkpoint, tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file(dict(torch.load(micro_checkpoint)), path)
+    assert segany.load_model(path).config == MICRO
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    with pytest.raises(CheckpointError, match="unknown checkpoint suffix"):
+        segany.save_model(segany.random_model(MICRO), tmp_path / "model.bin")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,154 @@
+"""`segany` commands: outputs a person and a program can use, and one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segany
+from conftest import MICRO, REPO
+from segany.cli import main
+from segany.masks import rle_to_mask
+
+EXAMPLE = REPO / "examples" / "chelsea.png"  # 451 x 300
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "micro.safetensors"
+    segany.save_model(segany.random_model(MICRO, seed=2), path)
+    return path
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_masks_overlay_and_json(tmp_path, capsys, model_file):
+    code, out, err = run(capsys, "segment", EXAMPLE, "--point", "200,150", "--point", "50,40,0",
+                         "--box", "100,50,400,290", "--model", model_file, "-o", tmp_path)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.json", "chelsea_mask.png", "chelsea_overlay.png"]
+    result = json.loads((tmp_path / "chelsea.json").read_text())
+    assert result["image"] == {"file_name": "chelsea.png", "width": 451, "height": 300}
+    assert result["prompt"] == {"points": [[200, 150], [50, 40]], "labels": [1, 0],
+                                "box": [100, 50, 400, 290], "multimask": False}
+    (record,) = result["masks"]
+    png = np.asarray(Image.open(tmp_path / "chelsea_mask.png")) > 0
+    assert np.array_equal(rle_to_mask(record["segmentation"]), png)
+    assert record["area"] == int(png.sum())
+
+    # The JSON holds exactly what the predictor gives for these prompts.
+    predictor = segany.SamPredictor(segany.load_model(model_file))
+    predictor.set_image(np.asarray(Image.open(EXAMPLE).convert("RGB")))
+    masks, scores, _ = predictor.predict(np.array([[200, 150], [50, 40]]), np.array([1, 0]),
+                                         np.array([100, 50, 400, 290]), multimask_output=False)
+    assert np.array_equal(masks[0], png)
+    assert record["predicted_iou"] == pytest.approx(float(scores[0]), abs=1e-6)
+    overlay = Image.open(tmp_path / "chelsea_overlay.png")
+    assert overlay.size == (451, 300) and overlay.mode == "RGB"
+    assert "chelsea_mask.png" in out
+
+
+def test_multimask_writes_three_masks_best_first(tmp_path, capsys, model_file):
+    code, _, err = run(capsys, "segment", EXAMPLE, "--point", "200,150", "--multimask",
+                       "--model", model_file, "-o", tmp_path)
+    assert code == 0, err
+    records = json.loads((tmp_path / "chelsea.json").read_text())["masks"]
+    assert [r["file"] for r in records] == [f"chelsea_mask{i}.png" for i in range(3)]
+    scores = [r["predicted_iou"] for r in records]
+    assert scores == sorted(scores, reverse=True)
+    for r in records:
+        png = np.asarray(Image.open(tmp_path / r["file"])) > 0
+        assert np.array_equal(rle_to_mask(r["segmentation"]), png)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (["--point", "451,10"], "--point 451,10 lies outside the image (width 451, height 300)"),
+        (["--point", "10,-1"], "--point 10,-1 lies outside the image"),
+        (["--point", "10,a"], "--point '10,a': expected X,Y or X,Y,LABEL"),
+        (["--point", "10,10,2"], "LABEL must be 1 (foreground) or 0 (background)"),
+        (["--box", "300,10,100,200"], "--box: x1 (100) must be greater than x0 (300)"),
+        (["--box", "10,200,100,100"], "--box: y1 (100) must be greater than y0 (200)"),
+        (["--box", "10,10,500,100"], "extends outside the image"),
+        (["--box", "1,2,3"], "--box '1,2,3': expected X0,Y0,X1,Y1"),
+        ([], "give at least one --point"),
+    ],
+)
+def test_bad_prompts_are_one_line_errors_and_write_nothing(tmp_path, capsys, model_file, prompt, message):
+    out_dir = tmp_path / "out"
+    code, _, err = run(capsys, "segment", EXAMPLE, *prompt, "--model", model_file, "-o", out_dir)
+    assert code == 2
+    assert err.startswith("segany: error: ") and message in err and err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "cannot read image"),
+    (b"GIF89a broken", "cannot read image"),
+    (None, "image not found"),
+])
+def test_unreadable_images_are_reported(tmp_path, capsys, model_file, content, message):
+    image = tmp_path / "broken.jpg"
+    if content is not None:
+        image.write_bytes(content)
+    code, _, err = run(capsys, "segment", image, "--point", "1,1", "--model", model_file, "-o", tmp_path / "out")
+    assert code == 2 and message in err and "broken.jpg" in err and err.count("\n") == 1
+
+
+def test_truncated_image_is_reported(tmp_path, capsys, model_file):
+    image = tmp_path / "cut.png"
+    image.write_bytes(EXAMPLE.read_bytes()[:5000])
+    code, _, err = run(capsys, "segment", image, "--point", "1,1", "--model", model_file, "-o", tmp_path / "out")
+    assert code == 2 and "cannot read image" in err and "cut.png" in err
+
+
+def test_bad_model_is_reported(tmp_path, capsys):
+    code, _, err = run(capsys, "segment", EXAMPLE, "--point", "1,1", "--model", tmp_path / "none.pth", "-o", tmp_path)
+    assert code == 2 and err == f"segany: error: checkpoint not found: {tmp_path / 'none.pth'}\n"
+
+
+def test_sixteen_bit_and_grayscale_files_segment(tmp_path, capsys, model_file):
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    gray16 = (rgb[:, :, 1].astype(np.uint16) * 257)
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gray16).save(path)
+    code, _, err = run(capsys, "segment", path, "--point", "200,150", "--model", model_file, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "gray16.json").read_text())["image"]["width"] == 451
+
+
+def test_init_convert_and_info(tmp_path, capsys, model_file):
+    pth = tmp_path / "micro.pth"
+    code, _, err = run(capsys, "convert", model_file, pth)
+    assert code == 0, err
+    back = tmp_path / "back.safetensors"
+    assert run(capsys, "convert", pth, back)[0] == 0
+    for key, tensor in torch.load(pth).items():
+        assert torch.equal(tensor, segany.load_model(back).state_dict()[key])
+    code, out, _ = run(capsys, "info", pth)
+    assert code == 0 and segany.SamConfig.from_dict(json.loads(out)["config"]) == MICRO
+    tiny = tmp_path / "tiny.safetensors"
+    code, out, _ = run(capsys, "init", "vit_tiny", "-o", tiny, "--seed", "4")
+    assert code == 0 and segany.load_model(tiny).config == segany.CONFIGS["vit_tiny"]
+
+
+def test_console_script_runs_the_readme_demo(tmp_path):
+    """The installed `segany` entry point, as the README uses it."""
+    exe = shutil.which("segany") or str(Path(sys.executable).parent / "segany")
+    model = tmp_path / "tiny.safetensors"
+    subprocess.run([exe, "init", "vit_tiny", "-o", model], check=True, capture_output=True)
+    done = subprocess.run([exe, "segment", EXAMPLE, "--point", "220,150", "--model", model, "-o", tmp_path / "out"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "chelsea_overlay.png").exists()

@@ -1,0 +1,137 @@
+"""Predictor behaviour beyond the official one: image conversions, saved embeddings, batches."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segany
+from conftest import MICRO
+from segany.errors import ImageError, SegAnyError
+from segany.transforms import to_rgb_uint8
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return segany.SamPredictor(segany.random_model(MICRO, seed=5))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 90 * 120 * 3).reshape(90, 120, 3)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+def embedding_of(predictor, image, **kwargs):
+    predictor.set_image(image, **kwargs)
+    return predictor.get_image_embedding().clone()
+
+
+def test_grayscale_is_the_same_as_three_equal_channels(predictor, photo):
+    gray = photo[:, :, 0]
+    expected = embedding_of(predictor, np.repeat(gray[:, :, None], 3, axis=2))
+    torch.testing.assert_close(embedding_of(predictor, gray), expected, rtol=0, atol=0)
+    torch.testing.assert_close(embedding_of(predictor, gray[:, :, None]), expected, rtol=0, atol=0)
+
+
+def test_rgba_drops_alpha_and_bgr_is_flipped(predictor, photo):
+    expected = embedding_of(predictor, photo)
+    rgba = np.concatenate([photo, np.full(photo.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    torch.testing.assert_close(embedding_of(predictor, rgba), expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        embedding_of(predictor, np.ascontiguousarray(photo[:, :, ::-1]), image_format="BGR"), expected, rtol=0, atol=0
+    )
+
+
+def test_sixteen_bit_float_and_pil_images_convert_to_the_same_pixels(photo):
+    assert np.array_equal(to_rgb_uint8(photo.astype(np.uint16) * 257), photo)
+    assert np.array_equal(to_rgb_uint8(photo.astype(np.float32) / 255), photo)
+    assert np.array_equal(to_rgb_uint8(Image.fromarray(photo)), photo)
+    assert np.array_equal(to_rgb_uint8(photo.astype(np.int32)), photo)
+    assert np.array_equal(to_rgb_uint8(np.array([[True, False]])), [[[255] * 3, [0] * 3]])
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((4, 4, 2), np.uint8), r"shape .* got \(4, 4, 2\)"),
+        (np.zeros((2, 4, 4, 3), np.uint8), r"got \(2, 4, 4, 3\)"),
+        (np.zeros((0, 4, 3), np.uint8), r"got \(0, 4, 3\)"),
+        (np.full((4, 4, 3), 3.5), r"float image values must lie in \[0, 1\], found 3.5\.\.3.5"),
+        (np.full((4, 4), -1, np.int32), r"0\.\.65535, found -1\.\.-1"),
+        (np.zeros((4, 4, 3), np.complex64), r"unsupported image dtype complex64"),
+        ([[1, 2], [3, 4]], r"numpy array or PIL image, got list"),
+    ],
+)
+def test_bad_images_are_refused(predictor, image, message):
+    with pytest.raises(ImageError, match=message):
+        predictor.set_image(image)
+
+
+def test_bad_image_format_is_refused(predictor, photo):
+    with pytest.raises(ImageError, match="image_format must be 'RGB' or 'BGR', got 'HSV'"):
+        predictor.set_image(photo, image_format="HSV")
+
+
+def test_saved_embedding_gives_the_same_masks(predictor, photo, tmp_path):
+    predictor.set_image(photo)
+    np.save(tmp_path / "embedding.npy", predictor.get_image_embedding().numpy())
+    kwargs = dict(point_coords=np.array([[30, 40], [100, 20]]), point_labels=np.array([1, 0]), return_logits=True)
+    expected = predictor.predict(**kwargs)
+
+    fresh = segany.SamPredictor(predictor.model)
+    fresh.set_embedding(np.load(tmp_path / "embedding.npy"), photo.shape[:2])
+    assert fresh.input_size == predictor.input_size and fresh.original_size == predictor.original_size
+    for got, want in zip(fresh.predict(**kwargs), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_embedding_of_the_wrong_shape_is_refused(predictor):
+    with pytest.raises(SegAnyError, match=r"embedding must have shape \(1, 64, 16, 16\), got \(1, 256, 64, 64\)"):
+        predictor.set_embedding(np.zeros((1, 256, 64, 64), np.float32), (100, 100))
+
+
+def test_many_prompts_in_one_call_equal_one_by_one(predictor, photo):
+    predictor.set_image(photo)
+    coords = np.array([[[10, 10], [50, 60]], [[100, 80], [20, 70]], [[60, 45], [61, 46]]], dtype=float)
+    labels = np.array([[1, 0], [1, 1], [1, -1]])
+    boxes = np.array([[0, 0, 60, 50], [30, 20, 110, 85], [5, 5, 20, 20]], dtype=float)
+    masks, scores, low_res = predictor.predict_batch(coords, labels, boxes, return_logits=True)
+    assert masks.shape == (3, 3, 90, 120) and scores.shape == (3, 3) and low_res.shape == (3, 3, 64, 64)
+    for i in range(3):
+        single = predictor.predict(coords[i], labels[i], boxes[i], return_logits=True)
+        for got, want in zip((masks[i], scores[i], low_res[i]), single):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_output_types_and_shapes_follow_the_official_predictor(predictor, photo):
+    predictor.set_image(photo)
+    masks, scores, low_res = predictor.predict(np.array([[30, 30]]), np.array([1]), multimask_output=False)
+    assert masks.dtype == np.bool_ and masks.shape == (1, 90, 120)
+    assert scores.dtype == np.float32 and scores.shape == (1,)
+    assert low_res.dtype == np.float32 and low_res.shape == (1, 64, 64)
+
+
+def test_prompt_errors_name_the_field(predictor, photo):
+    predictor.set_image(photo)
+    with pytest.raises(SegAnyError, match=r"point_coords must have shape \(N, 2\), got \(3,\)"):
+        predictor.predict(np.array([1, 2, 3]), np.array([1]))
+    with pytest.raises(SegAnyError, match="point_labels must be supplied"):
+        predictor.predict(np.array([[1, 2]]))
+    with pytest.raises(SegAnyError, match=r"point_labels must have shape \(1, 2\), got \(1, 3\)"):
+        predictor.predict(np.array([[1, 2], [3, 4]]), np.array([1, 0, 1]))
+    with pytest.raises(SegAnyError, match=r"box must have shape \(4,\), got \(3,\)"):
+        predictor.predict(box=np.array([1, 2, 3]))
+    with pytest.raises(SegAnyError, match=r"mask_input must have shape \(1, 64, 64\), got \(256, 256\)"):
+        predictor.predict(box=np.array([1, 2, 3, 4]), mask_input=np.zeros((256, 256)))
+    with pytest.raises(SegAnyError, match=r"different numbers of prompts: \[1, 2\]"):
+        predictor.predict_batch(np.zeros((1, 1, 2)), np.ones((1, 1)), boxes=np.zeros((2, 4)))
+
+
+def test_predicting_without_an_image_is_an_error(predictor):
+    predictor.reset_image()
+    with pytest.raises(RuntimeError, match="An image must be set"):
+        predictor.predict(np.array([[1, 1]]), np.array([1]))
+    with pytest.raises(RuntimeError, match="An image must be set"):
+        predictor.get_image_embedding()
