@@ -81,7 +81,8 @@ def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
     """Tensors of a checkpoint file, and the config stored with them if any."""
     path = resolve_source(source)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        hint = "" if path.suffix else f" (nor a registered name: {', '.join(OFFICIAL_CHECKPOINTS)})"
+        raise CheckpointError(f"checkpoint not found: {path}{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     with open(path, "rb") as f:

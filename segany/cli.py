@@ -63,7 +63,9 @@ def check_prompts(points: List[Tuple[float, float, int]], box: Optional[List[flo
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    image_path = Path(args.image)
+    image_path, out = Path(args.image), Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise SegAnyError(f"-o {out}: exists and is not a folder")
     image = read_image(image_path)
     height, width = image.shape[:2]
     points = [parse_point(p) for p in args.point]
@@ -82,7 +84,6 @@ def cmd_segment(args: argparse.Namespace) -> None:
     )
     order = np.argsort(-scores, kind="stable")
 
-    out = Path(args.output)
     stem = image_path.stem
     records = []
     for rank, index in enumerate(order):

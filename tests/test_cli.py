@@ -152,3 +152,10 @@ def test_console_script_runs_the_readme_demo(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "chelsea_overlay.png").exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path, capsys, model_file):
+    target = tmp_path / "taken"
+    target.write_text("")
+    code, _, err = run(capsys, "segment", EXAMPLE, "--point", "1,1", "--model", model_file, "-o", target)
+    assert code == 2 and "exists and is not a folder" in err
