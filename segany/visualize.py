@@ -32,7 +32,7 @@ def overlay_masks(
         canvas[edge] = colour
     picture = Image.fromarray(canvas.round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
-    radius = max(3, round(max(image.shape[:2]) / 150))
+    radius = max(5, round(max(image.shape[:2]) / 100))
     if box is not None:
         draw.rectangle([float(v) for v in box], outline=(255, 255, 0), width=max(2, radius // 2))
     if points is not None:
