@@ -4,6 +4,7 @@ from typing import Tuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
@@ -83,19 +84,41 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
 
-        src = image_embeddings.expand(bs, -1, -1, -1) if image_embeddings.shape[0] == 1 else image_embeddings
-        src = src + dense_prompt_embeddings  # B, C, H, W
-        pos_src = image_pe.expand(bs, -1, -1, -1)
-        b, c, h, w = src.shape
+        # Without mask prompts the dense embedding is one vector broadcast to every prompt: keep
+        # the image side at batch 1 so the transformer does its prompt-independent work once.
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]
+        src = image_embeddings + dense_prompt_embeddings  # 1 or B, C, H, W
+        h, w = src.shape[-2:]
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, keys = self.transformer(src, image_pe, tokens)  # keys: B, H*W, C
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # B, C/8, 4H, 4W
+        upscaled = self._upscale(keys.expand(bs, -1, -1), h, w)  # B, H*W*16, C/8
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # B, num_mask_tokens, C/8
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        masks = hyper_in @ upscaled.transpose(1, 2)  # B, num_mask_tokens, H*W*16
+        # Positions are ordered (y, x, dy, dx, ey, ex) for output row 4y+2dy+ey, column 4x+2dx+ex.
+        masks = masks.view(bs, -1, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return masks.reshape(bs, -1, 4 * h, 4 * w), self.iou_prediction_head(iou_token_out)
+
+    def _upscale(self, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """`output_upscaling` applied to token-major features: (B, H*W, C) -> (B, H*W*16, C/8).
+
+        A 2x2 stride-2 transposed convolution maps each input pixel to its own 2x2 output
+        pixels, so it is a Linear to 4 x out channels; working per pixel keeps channels last,
+        where LayerNorm2d is an ordinary layer norm, and avoids (B, C, 4H, 4W) copies.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        x = F.linear(keys, _conv_transpose_as_linear(up1.weight), up1.bias.repeat(4))  # B, HW, 4 * C/4
+        x = x.unflatten(-1, (4, -1))  # B, HW, (dy, dx), C/4
+        x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
+        x = act2(F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4)))  # B, HW, 4, 4 * C/8
+        return x.reshape(x.shape[0], h * w * 16, -1)
+
+
+def _conv_transpose_as_linear(weight: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d weight (in, out, 2, 2) -> Linear weight (4 * out, in), rows ordered (dy, dx, out)."""
+    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])

@@ -1,10 +1,9 @@
 """Two-way transformer of the mask decoder: prompt tokens and image embedding attend to each other."""
 
-import math
 from typing import Tuple
 
-import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .common import MLPBlock
 
@@ -113,16 +112,20 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
 
-    def _separate_heads(self, x: Tensor) -> Tensor:
+    def _separate_heads(self, x: Tensor, batch: int) -> Tensor:
         b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # B, heads, N, c
+        x = x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # b, heads, N, c
+        return x.expand(batch, -1, -1, -1)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C)."""
-        q = self._separate_heads(self.q_proj(q))
-        k = self._separate_heads(self.k_proj(k))
-        v = self._separate_heads(self.v_proj(v))
-        attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-        out = attn.softmax(dim=-1) @ v  # B, heads, Nq, c
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C).
+
+        Inputs with batch size 1 are broadcast to the others: the image side, the same for
+        every prompt on an image, is projected once instead of once per prompt.
+        """
+        batch = max(q.shape[0], k.shape[0], v.shape[0])
+        q = self._separate_heads(self.q_proj(q), batch)
+        k = self._separate_heads(self.k_proj(k), batch)
+        v = self._separate_heads(self.v_proj(v), batch)
+        out = F.scaled_dot_product_attention(q, k, v)  # B, heads, Nq, c
+        return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], self.internal_dim))

@@ -59,3 +59,29 @@ def test_mask_decoder(models, multimask):
         for a, b in zip(ours.mask_decoder(embedding, pe, sparse, dense, multimask),
                         official.mask_decoder(embedding, pe, sparse, dense, multimask)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_image_encoder_differentiable_path(models):
+    """With gradients on, attention builds whole maps (autograd); same values as inference."""
+    ours, official = models
+    x = torch.randn(1, 3, MICRO.image_size, MICRO.image_size, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    got = ours.image_encoder(x)
+    got.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.no_grad():
+        torch.testing.assert_close(got.detach(), official.image_encoder(x), rtol=0, atol=1e-5)
+
+
+def test_mask_decoder_shares_the_image_side_across_prompts(models):
+    """A broadcast dense embedding (no mask prompt) takes the batch-1 image path; same results."""
+    ours, official = models
+    g = torch.Generator().manual_seed(3)
+    embedding = torch.randn(1, MICRO.prompt_embed_dim, 16, 16, generator=g)
+    sparse = torch.randn(6, 3, MICRO.prompt_embed_dim, generator=g)
+    dense = ours.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(6, -1, 16, 16)
+    pe = official.prompt_encoder.get_dense_pe()
+    with torch.no_grad():
+        for a, b in zip(ours.mask_decoder(embedding, pe, sparse, dense, True),
+                        official.mask_decoder(embedding, pe, sparse, dense, True)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
