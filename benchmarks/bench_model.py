@@ -2,16 +2,21 @@
 
 Measures, for one image: the image encoder (`set_image`: resize, normalise, ViT), one
 interactive prompt (`predict`: prompt encoder, decoder, upscaling to the original size), and
-prompts batched 64 at a time on one image (`predict_torch`, per prompt, low-res and upscaled).
-Prints a table with the ratio official / segany (> 1: segany is faster).
+prompts batched 64 at a time on one image (low-res logits only, and `predict_torch` upscaled),
+per prompt. Columns: the official package, segany in float32 (same results), segany with
+bfloat16 matrix products, and with `--compile` segany's compiled decoder. Ratios are
+official / segany (> 1: segany is faster). `--memory` adds the peak RSS of a fresh process
+that loads the model and encodes the image once.
 
-    python benchmarks/bench_model.py [--arch vit_b] [--repeats 3] [--image PATH]
+    python benchmarks/bench_model.py [--arch vit_b] [--repeats 3] [--image PATH] [--compile] [--memory]
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +30,27 @@ import segany
 from segany.testing import official as reference
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "examples" / "truck.jpg"
+BATCH = 64
+
+# Child process for --memory: load a checkpoint with one implementation, encode one image.
+RSS_CHILD = """
+import sys, numpy as np, torch
+from PIL import Image
+impl, checkpoint, image = sys.argv[1:4]
+image = np.asarray(Image.open(image).convert("RGB"))
+if impl == "official":
+    from segany.testing import official
+    sa = official.import_official()
+    predictor = sa.SamPredictor(sa.sam_model_registry[sys.argv[4]](checkpoint=checkpoint))
+else:
+    import segany
+    predictor = segany.SamPredictor(segany.load_model(checkpoint))
+predictor.set_image(image)
+# VmHWM, not ru_maxrss: the latter carries the parent's peak across fork + exec.
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(peak_kib / 1024)
+"""
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -38,29 +64,41 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def peak_rss_mib(impl: str, checkpoint: Path, image: Path, arch: str) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, impl, str(checkpoint), str(image), arch],
+        check=True, capture_output=True, text=True,
+    )
+    return float(done.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
-    parser.add_argument("--repeats", type=int, default=3, help="timed encoder runs (decoder: 10x this)")
-    default_image = REPO.parent / "shared" / "data" / "examples" / "truck.jpg"
-    parser.add_argument("--image", type=Path, default=default_image if default_image.exists() else REPO / "examples" / "chelsea.png")
+    parser.add_argument("--repeats", type=int, default=3, help="timed encoder runs (decoder: more)")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else REPO / "examples" / "chelsea.png")
+    parser.add_argument("--compile", action="store_true", help="also time segany with a compiled decoder")
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS of encoding one image")
     args = parser.parse_args()
 
     sa = reference.import_official()
-    config = segany.CONFIGS[args.arch]
     image = np.asarray(Image.open(args.image).convert("RGB"))
     h, w = image.shape[:2]
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = reference.write_official_checkpoint(config, Path(tmp) / f"{args.arch}.pth")
-        ours = segany.SamPredictor(segany.load_model(checkpoint))
-        theirs = sa.SamPredictor(sa.sam_model_registry[args.arch](checkpoint=str(checkpoint)))
+    tmp = tempfile.TemporaryDirectory()
+    checkpoint = reference.write_official_checkpoint(segany.CONFIGS[args.arch], Path(tmp.name) / f"{args.arch}.pth")
+    model = segany.load_model(checkpoint)
+    variants = {
+        "official": sa.SamPredictor(sa.sam_model_registry[args.arch](checkpoint=str(checkpoint))),
+        "segany fp32": segany.SamPredictor(model),
+        "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
+    }
+    if args.compile:
+        variants["segany compiled"] = segany.SamPredictor(model, compile=True)
 
     rng = np.random.default_rng(0)
-    point = np.array([[0.5 * w, 0.5 * h]])
-    label = np.array([1])
-    batch = 64
-    batch_points = torch.as_tensor(rng.uniform(0, 1, (batch, 1, 2)) * [w, h], dtype=torch.float)
-    batch_labels = torch.ones(batch, 1, dtype=torch.int)
+    point, label = np.array([[0.5 * w, 0.5 * h]]), np.array([1])
+    batch_points = torch.as_tensor(rng.uniform(0, 1, (BATCH, 1, 2)) * [w, h], dtype=torch.float)
+    batch_labels = torch.ones(BATCH, 1, dtype=torch.int)
 
     def encode(p):
         p.set_image(image)
@@ -69,34 +107,58 @@ def main() -> None:
         p.predict(point, label)
 
     def batched_low_res(p):
+        # The decoder as each predictor runs it (segany: with its precision and compilation).
         coords = p.transform.apply_coords_torch(batch_points, p.original_size)
-        sparse, dense = p.model.prompt_encoder((coords, batch_labels), None, None)
-        p.model.mask_decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True)
+        ours = isinstance(p, segany.SamPredictor)
+        with p._precision() if ours else contextlib.nullcontext():
+            sparse, dense = p.model.prompt_encoder((coords, batch_labels), None, None)
+            decoder = p._mask_decoder if ours else p.model.mask_decoder
+            decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True)
 
     def batched_upscaled(p):
         p.predict_torch(p.transform.apply_coords_torch(batch_points, p.original_size), batch_labels)
 
     measures = [
-        ("image encoder (set_image)", encode, 1, args.repeats),
-        ("1 prompt, upscaled to image (predict)", one_prompt, 1, 10 * args.repeats),
-        (f"{batch} prompts, low-res logits, per prompt", batched_low_res, batch, 2 * args.repeats),
-        (f"{batch} prompts, upscaled (predict_torch), per prompt", batched_upscaled, batch, 2 * args.repeats),
+        ("image encoder (set_image), s", encode, 1, args.repeats, 1.0),
+        ("1 prompt, upscaled to image (predict), ms", one_prompt, 1, 10 * args.repeats, 1000.0),
+        (f"{BATCH} prompts, low-res logits, ms per prompt", batched_low_res, BATCH, 2 * args.repeats, 1000.0),
+        (f"{BATCH} prompts, upscaled (predict_torch), ms per prompt", batched_upscaled, BATCH, 2 * args.repeats, 1000.0),
     ]
-    rows = []
+    results = {}
     with torch.no_grad():
-        encode(ours), encode(theirs)
-        for name, fn, prompts, repeats in measures:
-            official_s = median_seconds(lambda: fn(theirs), repeats) / prompts
-            ours_s = median_seconds(lambda: fn(ours), repeats) / prompts
-            rows.append((name, official_s * 1000, ours_s * 1000, official_s / ours_s))
+        for name, predictor in variants.items():
+            encode(predictor)
+            start = time.perf_counter()
+            one_prompt(predictor), batched_low_res(predictor), batched_upscaled(predictor)
+            first_calls_s = time.perf_counter() - start
+        for label_, fn, prompts, repeats, unit in measures:
+            for name, predictor in variants.items():
+                results[label_, name] = median_seconds(lambda: fn(predictor), repeats) / prompts * unit
+        ours, theirs = variants["segany fp32"], variants["official"]
+        error = (variants["segany bf16"].features - ours.features).norm() / ours.features.norm()
+        parity = (ours.features - theirs.features).abs().max()
 
+    names = list(variants)
     print(f"# {args.arch}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    print(f"| {'measure':<48} | {'official ms':>12} | {'segany ms':>10} | {'speed-up':>8} |")
-    print(f"|{'-' * 50}|{'-' * 13}:|{'-' * 11}:|{'-' * 9}:|")
-    for name, official_ms, ours_ms, ratio in rows:
-        print(f"| {name:<48} | {official_ms:>12.1f} | {ours_ms:>10.1f} | {ratio:>7.2f}x |")
+          f"{torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {sys.version.split()[0]}")
+    header = "| measure | " + " | ".join(names) + " | " + " | ".join(f"speed-up {n[7:]}" for n in names[1:]) + " |"
+    print(header)
+    print("|---|" + "---:|" * (2 * len(names) - 1))
+    for label_, *_ in measures:
+        values = [results[label_, n] for n in names]
+        ratios = [values[0] / v for v in values[1:]]
+        print(f"| {label_} | " + " | ".join(f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in values)
+              + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
+    print(f"\nfp32 embedding vs official: max abs difference {parity:.2e}; "
+          f"bf16 embedding vs fp32: relative L2 error {error:.2%}")
+    if args.compile:
+        print(f"compiled decoder, first calls (compilation): {first_calls_s:.1f} s")
+    if args.memory:
+        official_rss = peak_rss_mib("official", checkpoint, args.image, args.arch)
+        ours_rss = peak_rss_mib("segany", checkpoint, args.image, args.arch)
+        print(f"peak RSS, load + encode one image: official {official_rss:.0f} MiB, segany {ours_rss:.0f} MiB")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from .checkpoint import (
     OFFICIAL_CHECKPOINTS,
@@ -72,7 +73,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
     box = _numbers(args.box, "--box", (4,), "X0,Y0,X1,Y1") if args.box else None
     check_prompts(points, box, width, height)
 
-    predictor = SamPredictor(load_model(args.model, device=args.device))
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    predictor = SamPredictor(load_model(args.model, device=args.device), dtype=dtype)
     predictor.set_image(image)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, help=model_help)
     seg.add_argument("--multimask", action="store_true", help="write the 3 ambiguity-aware masks, best first")
     seg.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    seg.add_argument("--bf16", action="store_true",
+                     help="bfloat16 matrix products: about 2x faster on recent CPUs, ~1%% relative error")
     seg.add_argument("-o", "--output", required=True, help="output folder")
     seg.set_defaults(run=cmd_segment)
 

@@ -23,10 +23,27 @@ def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ..
 
 
 class SamPredictor:
-    def __init__(self, sam_model: Sam) -> None:
+    def __init__(self, sam_model: Sam, dtype: torch.dtype = torch.float32, compile: bool = False) -> None:
+        """
+        Args:
+            sam_model: the model; its weights stay as they are.
+            dtype: torch.float32 computes exactly what the official predictor computes;
+                torch.bfloat16 runs matrix products in bfloat16 (autocast), about twice as
+                fast on CPUs with AVX-512 bf16 / AMX, at about 1% relative error.
+            compile: run the mask decoder through `torch.compile`: about 25 s on the first
+                call, then about 1.5x faster per prompt; pays off for many prompts (segment
+                everything). The encoder is not compiled: it gains nothing over eager here.
+        """
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise SegAnyError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.model = sam_model
+        self.dtype = dtype
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self._mask_decoder = torch.compile(sam_model.mask_decoder, dynamic=True) if compile else sam_model.mask_decoder
         self.reset_image()
+
+    def _precision(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
 
     @property
     def device(self) -> torch.device:
@@ -64,8 +81,9 @@ class SamPredictor:
                 f"got {tuple(transformed_image.shape)}"
             )
         self.reset_image()
-        features = self.model.image_encoder(self.model.preprocess(transformed_image.to(self.device)))
-        self._set_features(features, tuple(original_image_size), tuple(transformed_image.shape[-2:]))
+        with self._precision():
+            features = self.model.image_encoder(self.model.preprocess(transformed_image.to(self.device)))
+        self._set_features(features.float(), tuple(original_image_size), tuple(transformed_image.shape[-2:]))
 
     def set_embedding(
         self, embedding: Union[np.ndarray, torch.Tensor], original_image_size: Tuple[int, int]
@@ -215,14 +233,16 @@ class SamPredictor:
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res_masks, iou_predictions = self.model.mask_decoder(
-            image_embeddings=self.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        with self._precision():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res_masks, iou_predictions = self._mask_decoder(
+                image_embeddings=self.features,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+        low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
         masks = self.model.postprocess_masks(low_res_masks, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold

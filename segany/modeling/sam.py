@@ -81,7 +81,7 @@ class Sam(nn.Module):
         input_size: (h, w) of the resized image before padding; original_size: (H, W).
         """
         masks = F.interpolate(masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
+        masks = masks[..., : input_size[0], : input_size[1]].contiguous()  # faster to resize
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
