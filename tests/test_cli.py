@@ -159,3 +159,9 @@ def test_output_path_that_is_a_file_is_refused(tmp_path, capsys, model_file):
     target.write_text("")
     code, _, err = run(capsys, "segment", EXAMPLE, "--point", "1,1", "--model", model_file, "-o", target)
     assert code == 2 and "exists and is not a folder" in err
+
+
+def test_bf16_flag_segments(tmp_path, capsys, model_file):
+    code, _, err = run(capsys, "segment", EXAMPLE, "--point", "200,150", "--bf16", "--model", model_file, "-o", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "chelsea_mask.png").exists()

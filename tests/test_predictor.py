@@ -135,3 +135,32 @@ def test_predicting_without_an_image_is_an_error(predictor):
         predictor.predict(np.array([[1, 1]]), np.array([1]))
     with pytest.raises(RuntimeError, match="An image must be set"):
         predictor.get_image_embedding()
+
+
+def test_bfloat16_predictor_returns_float32_close_to_float32(predictor, photo):
+    fast = segany.SamPredictor(predictor.model, dtype=torch.bfloat16)
+    fast.set_image(photo)
+    predictor.set_image(photo)
+    a, b = fast.get_image_embedding(), predictor.get_image_embedding()
+    assert a.dtype == torch.float32
+    assert 0 < ((a - b).norm() / b.norm()).item() < 0.03  # bf16 really ran, and stayed close
+    kwargs = dict(point_coords=np.array([[30, 40]]), point_labels=np.array([1]), return_logits=True)
+    for got, want in zip(fast.predict(**kwargs), predictor.predict(**kwargs)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+
+
+def test_unsupported_dtype_is_refused(predictor):
+    with pytest.raises(SegAnyError, match="dtype must be torch.float32 or torch.bfloat16, got torch.float16"):
+        segany.SamPredictor(predictor.model, dtype=torch.float16)
+
+
+@pytest.mark.slow
+def test_compiled_decoder_gives_the_same_masks(predictor, photo):
+    compiled = segany.SamPredictor(predictor.model, compile=True)
+    compiled.set_image(photo)
+    predictor.set_image(photo)
+    boxes = np.array([[0, 0, 60, 50], [30, 20, 110, 85], [5, 5, 20, 20]], dtype=float)
+    for count in (3, 2):  # a second batch size must not need a new compilation to be right
+        for got, want in zip(compiled.predict_batch(boxes=boxes[:count], return_logits=True),
+                             predictor.predict_batch(boxes=boxes[:count], return_logits=True)):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
