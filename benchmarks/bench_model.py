@@ -139,7 +139,7 @@ def main() -> None:
         parity = (ours.features - theirs.features).abs().max()
 
     names = list(variants)
-    print(f"# {args.arch}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
+    print(f"{args.arch}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}")
     header = "| measure | " + " | ".join(names) + " | " + " | ".join(f"speed-up {n[7:]}" for n in names[1:]) + " |"
