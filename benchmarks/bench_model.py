@@ -141,7 +141,7 @@ def main() -> None:
     names = list(variants)
     print(f"{args.arch}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {sys.version.split()[0]}")
+          f"python {sys.version.split()[0]}\n")
     header = "| measure | " + " | ".join(names) + " | " + " | ".join(f"speed-up {n[7:]}" for n in names[1:]) + " |"
     print(header)
     print("|---|" + "---:|" * (2 * len(names) - 1))

@@ -47,8 +47,9 @@ class TwoWayTransformer(nn.Module):
         Returns:
             tokens (B, N_tokens, C) and image keys (B, H * W, C) after attention.
         """
-        keys = image_embedding.flatten(2).permute(0, 2, 1)  # B, HW, C
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        # Token-major and contiguous: every later add and projection then runs on plain memory.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # B, HW, C
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe)
