@@ -30,8 +30,8 @@ class SamPredictor:
             dtype: torch.float32 computes exactly what the official predictor computes;
                 torch.bfloat16 runs matrix products in bfloat16 (autocast), about twice as
                 fast on CPUs with AVX-512 bf16 / AMX, at about 1% relative error.
-            compile: run the mask decoder through `torch.compile`: about 25 s on the first
-                call, then about 1.5x faster per prompt; pays off for many prompts (segment
+            compile: run the mask decoder through `torch.compile`: 15-35 s on the first
+                call, then 1.3-1.5x faster per prompt; pays off for many prompts (segment
                 everything). The encoder is not compiled: it gains nothing over eager here.
         """
         if dtype not in (torch.float32, torch.bfloat16):
