@@ -80,7 +80,13 @@ class Sam(nn.Module):
 
         input_size: (h, w) of the resized image before padding; original_size: (H, W).
         """
-        masks = F.interpolate(masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        # Resizing to image_size and cropping to input_size gives, bit for bit, the first rows and
+        # columns of a resize of just the low-res cells they read (the scale factor is the same
+        # and no clamped border cell is reached): skip the padding's cells.
+        scale = self.image_size // masks.shape[-1]
+        cells = [min(n, -(-size // scale) + 1) for n, size in zip(masks.shape[-2:], input_size)]
+        masks = masks[..., : cells[0], : cells[1]]
+        masks = F.interpolate(masks, (cells[0] * scale, cells[1] * scale), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]].contiguous()  # faster to resize
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 

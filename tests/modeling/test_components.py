@@ -5,7 +5,7 @@ import torch
 
 from segany.testing import official as reference
 from conftest import MICRO
-from segany.modeling import build_sam
+from segany.modeling import SamConfig, build_sam
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,16 @@ def test_mask_decoder_shares_the_image_side_across_prompts(models):
         for a, b in zip(ours.mask_decoder(embedding, pe, sparse, dense, True),
                         official.mask_decoder(embedding, pe, sparse, dense, True)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("input_size, original_size", [((683, 1024), (1200, 1800)), ((1024, 681), (481, 320)),
+                                                       ((1024, 1024), (500, 500)), ((1, 1024), (3, 3000))])
+def test_mask_upscaling_is_bit_identical(input_size, original_size):
+    reference.import_official()
+    from segment_anything.modeling import Sam as OfficialSam
+
+    ours = build_sam(SamConfig(encoder_depth=1, encoder_global_attn_indexes=(0,)))  # image size 1024
+    low_res = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    want = OfficialSam.postprocess_masks(ours, low_res, input_size, original_size)
+    got = ours.postprocess_masks(low_res, input_size, original_size)
+    assert torch.equal(got, want)
