@@ -12,6 +12,7 @@ import torch
 
 from .errors import SegAnyError
 from .modeling import Sam
+from .modeling.transformer import ImageSide
 from .transforms import ImageLike, ResizeLongestSide, to_rgb_uint8
 
 Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -53,6 +54,10 @@ class SamPredictor:
         """Forget the current image and its embedding."""
         self.is_image_set = False
         self.features: Optional[torch.Tensor] = None
+        # Per image, made on first use: the grid's positional encoding and the decoder's
+        # prompt-independent work.
+        self._image_pe: Optional[torch.Tensor] = None
+        self._image_side: Optional[ImageSide] = None
         self.original_size: Optional[Tuple[int, int]] = None
         self.input_size: Optional[Tuple[int, int]] = None
 
@@ -235,12 +240,20 @@ class SamPredictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         with self._precision():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            if self._image_pe is None:
+                self._image_pe = self.model.prompt_encoder.get_dense_pe()
+            image_side = None
+            if mask_input is None:  # then the dense embedding is the same for every prompt
+                if self._image_side is None:
+                    self._image_side = self.model.mask_decoder.prepare_image(self.features, self._image_pe, dense)
+                image_side = self._image_side
             low_res_masks, iou_predictions = self._mask_decoder(
                 image_embeddings=self.features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                image_pe=self._image_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
+                image_side=image_side,
             )
         low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
         masks = self.model.postprocess_masks(low_res_masks, self.input_size, self.original_size)

@@ -164,3 +164,25 @@ def test_compiled_decoder_gives_the_same_masks(predictor, photo):
         for got, want in zip(compiled.predict_batch(boxes=boxes[:count], return_logits=True),
                              predictor.predict_batch(boxes=boxes[:count], return_logits=True)):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_repeated_prompts_reuse_the_image_side_exactly(predictor, photo):
+    """The decoder's per-image work is cached after the first prompt; results do not change."""
+    predictor.set_image(photo)
+    kwargs = dict(point_coords=np.array([[30, 40], [70, 20]]), point_labels=np.array([1, 0]), return_logits=True)
+    first = predictor.predict(**kwargs)
+    assert predictor._image_side is not None
+    predictor.predict(box=np.array([10, 10, 80, 60]))
+    for again, want in zip(predictor.predict(**kwargs), first):
+        np.testing.assert_array_equal(again, want)
+    model = predictor.model
+    coords = torch.as_tensor(predictor.transform.apply_coords(kwargs["point_coords"], predictor.original_size),
+                             dtype=torch.float)[None]
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder((coords, torch.tensor([[1, 0]])), None, None)
+        low_res, iou = model.mask_decoder(predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense, True)
+    np.testing.assert_array_equal(low_res[0].numpy(), first[2])
+    np.testing.assert_array_equal(iou[0].numpy(), first[1])
+    photo_2 = np.ascontiguousarray(photo[::-1])
+    predictor.set_image(photo_2)
+    assert predictor._image_side is None  # a new image drops the cache

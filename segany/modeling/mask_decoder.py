@@ -1,13 +1,13 @@
 """Mask decoder: image embedding + prompt tokens -> mask logits and predicted IoU."""
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageSide, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -54,6 +54,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        image_side: Optional[ImageSide] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predict masks for B prompts on one image.
 
@@ -63,14 +64,25 @@ class MaskDecoder(nn.Module):
             sparse_prompt_embeddings: (B, N, C) point and box tokens.
             dense_prompt_embeddings: (B, C, H, W) mask-prompt embedding.
             multimask_output: return the 3 ambiguity-aware masks instead of the single one.
+            image_side: `prepare_image(...)` of this image and dense embedding, reused across calls.
         Returns:
             mask logits (B, 3 or 1, 4H, 4W) and predicted IoU (B, 3 or 1).
         """
         masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, image_side
         )
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, selected], iou_pred[:, selected]
+
+    def prepare_image(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> ImageSide:
+        """The decoder's work that depends on the image and dense embedding only, not on the prompts."""
+        # Without mask prompts the dense embedding is one vector broadcast to every prompt: keep
+        # the image side at batch 1 so the transformer does its prompt-independent work once.
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]
+        return self.transformer.prepare_image(image_embeddings + dense_prompt_embeddings, image_pe)
 
     def predict_masks(
         self,
@@ -78,20 +90,17 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        image_side: Optional[ImageSide] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """All 1 + num_multimask_outputs masks (B, 4, 4H, 4W) and their predicted IoU (B, 4)."""
         bs = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
+        if image_side is None:
+            image_side = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        h, w = image_pe.shape[-2:]
 
-        # Without mask prompts the dense embedding is one vector broadcast to every prompt: keep
-        # the image side at batch 1 so the transformer does its prompt-independent work once.
-        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
-            dense_prompt_embeddings = dense_prompt_embeddings[:1]
-        src = image_embeddings + dense_prompt_embeddings  # 1 or B, C, H, W
-        h, w = src.shape[-2:]
-
-        hs, keys = self.transformer(src, image_pe, tokens)  # keys: B, H*W, C
+        hs, keys = self.transformer(None, None, tokens, image_side=image_side)  # keys: B, H*W, C
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 

@@ -1,11 +1,31 @@
 """Two-way transformer of the mask decoder: prompt tokens and image embedding attend to each other."""
 
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .common import MLPBlock
+
+
+class ImageProjections(NamedTuple):
+    """A block's projections of the image keys: token->image keys and values, image->token queries."""
+
+    token_to_image_k: Tensor
+    token_to_image_v: Tensor
+    image_to_token_q: Tensor
+
+
+class ImageSide(NamedTuple):
+    """What the transformer computes from the image alone, reusable for every prompt on it.
+
+    keys, key_pe: (B, H*W, C) token-major image embedding and its positional encoding;
+    first_block: the first block's projections of them.
+    """
+
+    keys: Tensor
+    key_pe: Tensor
+    first_block: ImageProjections
 
 
 class TwoWayTransformer(nn.Module):
@@ -39,20 +59,36 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor) -> Tuple[Tensor, Tensor]:
-        """
-        Args:
-            image_embedding: (B, C, H, W); image_pe: its positional encoding, same shape.
-            point_embedding: (B, N_tokens, C) output and prompt tokens.
-        Returns:
-            tokens (B, N_tokens, C) and image keys (B, H * W, C) after attention.
-        """
+    def prepare_image(self, image_embedding: Tensor, image_pe: Tensor) -> ImageSide:
+        """The prompt-independent part of `forward` for a (B, C, H, W) embedding and its PE."""
         # Token-major and contiguous: every later add and projection then runs on plain memory.
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # B, HW, C
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        return ImageSide(keys, key_pe, self.layers[0].project_image(keys, key_pe))
+
+    def forward(
+        self,
+        image_embedding: Optional[Tensor],
+        image_pe: Optional[Tensor],
+        point_embedding: Tensor,
+        image_side: Optional[ImageSide] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            image_embedding: (B, C, H, W) (B may be 1 for all prompts); image_pe: its positional
+                encoding, (1, C, H, W). Not needed when `image_side` is given.
+            point_embedding: (B, N_tokens, C) output and prompt tokens.
+            image_side: `prepare_image(image_embedding, image_pe)`, computed once per image.
+        Returns:
+            tokens (B, N_tokens, C) and image keys (B, H * W, C) after attention.
+        """
+        if image_side is None:
+            image_side = self.prepare_image(image_embedding, image_pe)
+        keys, key_pe = image_side.keys, image_side.key_pe
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe)
+        for i, layer in enumerate(self.layers):
+            projections = image_side.first_block if i == 0 else None
+            queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe, projections=projections)
         attn_out = self.final_attn_token_to_image(q=queries + point_embedding, k=keys + key_pe, v=keys)
         queries = self.norm_final_attn(queries + attn_out)
         return queries, keys
@@ -81,7 +117,29 @@ class TwoWayAttentionBlock(nn.Module):
         # The first block replaces the tokens by their self-attention: no residual, no PE.
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor) -> Tuple[Tensor, Tensor]:
+    def project_image(self, keys: Tensor, key_pe: Tensor) -> ImageProjections:
+        """The projections this block makes of the image keys (B, HW, C) and their PE."""
+        k = keys + key_pe
+        return ImageProjections(
+            token_to_image_k=self.cross_attn_token_to_image.k_proj(k),
+            token_to_image_v=self.cross_attn_token_to_image.v_proj(keys),
+            image_to_token_q=self.cross_attn_image_to_token.q_proj(k),
+        )
+
+    def forward(
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        query_pe: Tensor,
+        key_pe: Tensor,
+        projections: Optional[ImageProjections] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """queries (B, N, C), keys (B or 1, HW, C) -> updated queries and keys.
+
+        projections: `project_image(keys, key_pe)` when already computed (once per image).
+        """
+        if projections is None:
+            projections = self.project_image(keys, key_pe)
         if self.skip_first_layer_pe:
             queries = self.self_attn(q=queries, k=queries, v=queries)
         else:
@@ -89,13 +147,15 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        q = queries + query_pe
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+        to_image = self.cross_attn_token_to_image
+        q = to_image.q_proj(queries + query_pe)
+        queries = self.norm2(queries + to_image.attend(q, projections.token_to_image_k, projections.token_to_image_v))
         queries = self.norm3(queries + self.mlp(queries))
 
+        to_token = self.cross_attn_image_to_token
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        attn_out = to_token.attend(projections.image_to_token_q, to_token.k_proj(q), to_token.v_proj(queries))
+        keys = self.norm4(keys + attn_out)
         return queries, keys
 
 
@@ -119,14 +179,18 @@ class Attention(nn.Module):
         return x.expand(batch, -1, -1, -1)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C).
+        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C)."""
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention on projected q (B, Nq, D), k and v (B, Nk, D) -> (B, Nq, C).
 
         Inputs with batch size 1 are broadcast to the others: the image side, the same for
         every prompt on an image, is projected once instead of once per prompt.
         """
         batch = max(q.shape[0], k.shape[0], v.shape[0])
-        q = self._separate_heads(self.q_proj(q), batch)
-        k = self._separate_heads(self.k_proj(k), batch)
-        v = self._separate_heads(self.v_proj(v), batch)
+        q = self._separate_heads(q, batch)
+        k = self._separate_heads(k, batch)
+        v = self._separate_heads(v, batch)
         out = F.scaled_dot_product_attention(q, k, v)  # B, heads, Nq, c
         return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], self.internal_dim))
