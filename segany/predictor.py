@@ -97,7 +97,7 @@ class SamPredictor:
 
         embedding: (1, C, g, g) or (C, g, g); original_image_size: (H, W) of the image it came from.
         """
-        features = torch.as_tensor(np.asarray(embedding) if not torch.is_tensor(embedding) else embedding)
+        features = embedding if torch.is_tensor(embedding) else torch.as_tensor(np.asarray(embedding))
         if features.ndim == 3:
             features = features[None]
         c = self.model.prompt_encoder.embed_dim
