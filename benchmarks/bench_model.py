@@ -3,16 +3,18 @@
 Measures, for one image: the image encoder (`set_image`: resize, normalise, ViT), one
 interactive prompt (`predict`: prompt encoder, decoder, upscaling to the original size), and
 prompts batched 64 at a time on one image (low-res logits only, and `predict_torch` upscaled),
-per prompt. Columns: the official package, segany in float32 (same results), segany with
-bfloat16 matrix products, and with `--compile` segany's compiled decoder. Ratios are
-official / segany (> 1: segany is faster). `--memory` adds the peak RSS of a fresh process
-that loads the model and encodes the image once.
+per prompt. Columns: the official package, segany in float32 (same results), and segany with
+bfloat16 matrix products. Ratios are official / segany (> 1: segany is faster). `--memory`
+adds the peak RSS of a fresh process that loads the model and encodes the image once.
 
-    python benchmarks/bench_model.py [--arch vit_b] [--repeats 3] [--image PATH] [--compile] [--memory]
+Both packages run in this one process, so the official one also runs with the allocator
+settings that creating a segany predictor applies (`segany.allocator`): the ratios are
+not flattered by them.
+
+    python benchmarks/bench_model.py [--arch vit_b] [--repeats 3] [--image PATH] [--memory]
 """
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -77,7 +79,6 @@ def main() -> None:
     parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--repeats", type=int, default=3, help="timed encoder runs (decoder: more)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else REPO / "examples" / "chelsea.png")
-    parser.add_argument("--compile", action="store_true", help="also time segany with a compiled decoder")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS of encoding one image")
     args = parser.parse_args()
 
@@ -92,8 +93,6 @@ def main() -> None:
         "segany fp32": segany.SamPredictor(model),
         "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
     }
-    if args.compile:
-        variants["segany compiled"] = segany.SamPredictor(model, compile=True)
 
     rng = np.random.default_rng(0)
     point, label = np.array([[0.5 * w, 0.5 * h]]), np.array([1])
@@ -107,13 +106,13 @@ def main() -> None:
         p.predict(point, label)
 
     def batched_low_res(p):
-        # The decoder as each predictor runs it (segany: with its precision and compilation).
+        # The decoder as each predictor runs it (segany: with its precision, 4 prompts a call).
         coords = p.transform.apply_coords_torch(batch_points, p.original_size)
-        ours = isinstance(p, segany.SamPredictor)
-        with p._precision() if ours else contextlib.nullcontext():
+        if isinstance(p, segany.SamPredictor):
+            p.predict_low_res_torch(coords, batch_labels)
+        else:
             sparse, dense = p.model.prompt_encoder((coords, batch_labels), None, None)
-            decoder = p._mask_decoder if ours else p.model.mask_decoder
-            decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True)
+            p.model.mask_decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True)
 
     def batched_upscaled(p):
         p.predict_torch(p.transform.apply_coords_torch(batch_points, p.original_size), batch_labels)
@@ -125,13 +124,9 @@ def main() -> None:
         (f"{BATCH} prompts, upscaled (predict_torch), ms per prompt", batched_upscaled, BATCH, 2 * args.repeats, 1000.0),
     ]
     results = {}
-    first_calls_s = {}  # first decoder calls of each variant: compilation, where there is one
     with torch.no_grad():
-        for name, predictor in variants.items():
+        for predictor in variants.values():
             encode(predictor)
-            start = time.perf_counter()
-            one_prompt(predictor), batched_low_res(predictor), batched_upscaled(predictor)
-            first_calls_s[name] = time.perf_counter() - start
         for label_, fn, prompts, repeats, unit in measures:
             for name, predictor in variants.items():
                 results[label_, name] = median_seconds(lambda: fn(predictor), repeats) / prompts * unit
@@ -153,8 +148,6 @@ def main() -> None:
               + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
     print(f"\nfp32 embedding vs official: max abs difference {parity:.2e}; "
           f"bf16 embedding vs fp32: relative L2 error {error:.2%}")
-    if args.compile:
-        print(f"compiled decoder, first calls (compilation): {first_calls_s['segany compiled']:.1f} s")
     if args.memory:
         official_rss = peak_rss_mib("official", checkpoint, args.image, args.arch)
         ours_rss = peak_rss_mib("segany", checkpoint, args.image, args.arch)

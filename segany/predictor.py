@@ -10,12 +10,14 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .allocator import tune_allocator
 from .errors import SegAnyError
 from .modeling import Sam
 from .modeling.transformer import ImageSide
 from .transforms import ImageLike, ResizeLongestSide, to_rgb_uint8
 
 Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
+PROMPTS_PER_DECODER_CALL = 4
 
 
 def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ...], shape_text: str) -> None:
@@ -24,23 +26,23 @@ def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ..
 
 
 class SamPredictor:
-    def __init__(self, sam_model: Sam, dtype: torch.dtype = torch.float32, compile: bool = False) -> None:
+    def __init__(self, sam_model: Sam, dtype: torch.dtype = torch.float32) -> None:
         """
         Args:
             sam_model: the model; its weights stay as they are.
             dtype: torch.float32 computes exactly what the official predictor computes;
                 torch.bfloat16 runs matrix products in bfloat16 (autocast), about twice as
                 fast on CPUs with AVX-512 bf16 / AMX, at about 1% relative error.
-            compile: run the mask decoder through `torch.compile`: 15-35 s on the first
-                call, then 1.3-1.5x faster per prompt; pays off for many prompts (segment
-                everything). The encoder is not compiled: it gains nothing over eager here.
+
+        Creating a predictor calls `segany.allocator.tune_allocator()` (process-wide; set
+        SEGANY_TUNE_MALLOC=0 to opt out).
         """
         if dtype not in (torch.float32, torch.bfloat16):
             raise SegAnyError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        tune_allocator()
         self.model = sam_model
         self.dtype = dtype
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
-        self._mask_decoder = torch.compile(sam_model.mask_decoder, dynamic=True) if compile else sam_model.mask_decoder
         self.reset_image()
 
     def _precision(self) -> torch.autocast:
@@ -212,10 +214,64 @@ class SamPredictor:
         sizes = {len(t) for t in (coords_torch, boxes_torch, mask_torch) if t is not None}
         if len(sizes) > 1:
             raise SegAnyError(f"points, boxes and mask_input hold different numbers of prompts: {sorted(sizes)}")
-        masks, scores, low_res = self.predict_torch(
-            coords_torch, labels_torch, boxes_torch, mask_torch, multimask_output, return_logits
+        logits, scores, low_res = self.predict_torch(
+            coords_torch, labels_torch, boxes_torch, mask_torch, multimask_output, return_logits=True
         )
-        return masks.cpu().numpy(), scores.cpu().numpy(), low_res.cpu().numpy()
+        masks = logits.cpu().numpy()
+        if not return_logits:
+            masks = masks > self.model.mask_threshold  # numpy writes booleans twice as fast as torch here
+        return masks, scores.cpu().numpy(), low_res.cpu().numpy()
+
+    def _decode(
+        self, sparse: torch.Tensor, dense: torch.Tensor, multimask_output: bool, has_mask_input: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C).
+
+        Runs PROMPTS_PER_DECODER_CALL prompts at a time: per prompt, the decoder's image-sized
+        intermediates are 4 MiB each, and a few prompts' worth stay in cache where a whole
+        batch would go to memory (64 prompts: 25 -> 20 ms per prompt).
+        """
+        if self._image_pe is None:
+            self._image_pe = self.model.prompt_encoder.get_dense_pe()
+        image_side = None
+        if not has_mask_input:  # then the dense embedding is the same for every prompt
+            if self._image_side is None:
+                self._image_side = self.model.mask_decoder.prepare_image(self.features, self._image_pe, dense)
+            image_side = self._image_side
+        outputs = [
+            self.model.mask_decoder(
+                image_embeddings=self.features,
+                image_pe=self._image_pe,
+                sparse_prompt_embeddings=sparse[start : start + PROMPTS_PER_DECODER_CALL],
+                dense_prompt_embeddings=dense[start : start + PROMPTS_PER_DECODER_CALL],
+                multimask_output=multimask_output,
+                image_side=image_side,
+            )
+            for start in range(0, max(len(sparse), 1), PROMPTS_PER_DECODER_CALL)
+        ]
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([masks for masks, _ in outputs]), torch.cat([iou for _, iou in outputs])
+
+    @torch.no_grad()
+    def predict_low_res_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`predict_torch` without the upscaling: low-res logits (B, C, 256, 256) and IoU (B, C).
+
+        For callers that filter masks before paying for full-size ones (segment everything).
+        """
+        self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        with self._precision():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res_masks, iou_predictions = self._decode(sparse, dense, multimask_output, mask_input is not None)
+        return low_res_masks.float(), iou_predictions.float()
 
     @torch.no_grad()
     def predict_torch(
@@ -236,26 +292,9 @@ class SamPredictor:
             masks (B, C, H, W) at the original size, predicted IoU (B, C), low-res logits
             (B, C, 256, 256).
         """
-        self._require_image()
-        points = (point_coords, point_labels) if point_coords is not None else None
-        with self._precision():
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            if self._image_pe is None:
-                self._image_pe = self.model.prompt_encoder.get_dense_pe()
-            image_side = None
-            if mask_input is None:  # then the dense embedding is the same for every prompt
-                if self._image_side is None:
-                    self._image_side = self.model.mask_decoder.prepare_image(self.features, self._image_pe, dense)
-                image_side = self._image_side
-            low_res_masks, iou_predictions = self._mask_decoder(
-                image_embeddings=self.features,
-                image_pe=self._image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-                image_side=image_side,
-            )
-        low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
+        low_res_masks, iou_predictions = self.predict_low_res_torch(
+            point_coords, point_labels, boxes, mask_input, multimask_output
+        )
         masks = self.model.postprocess_masks(low_res_masks, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold

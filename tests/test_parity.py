@@ -10,6 +10,7 @@ import torch
 
 from segany.testing import official as reference
 import segany
+from segany.predictor import PROMPTS_PER_DECODER_CALL
 from conftest import SMALL_VIT_B, load_rgb
 
 ATOL = 1e-4
@@ -119,6 +120,22 @@ def test_batched_points_through_predict_torch_match(predictors):
     want = official.predict_torch(
         official.transform.apply_coords_torch(coords, official.original_size), labels, return_logits=True
     )
+    assert_same_prediction([t.numpy() for t in got], [t.numpy() for t in want])
+
+
+def test_batched_prompts_with_mask_inputs_match(predictors):
+    """More prompts than one decoder call takes, each with its own mask prompt."""
+    ours, official = predictors
+    h, w = ours.original_size
+    rng = np.random.default_rng(2)
+    count = 2 * PROMPTS_PER_DECODER_CALL + 1
+    coords = torch.as_tensor(rng.uniform(0, 1, size=(count, 2, 2)) * [w, h], dtype=torch.float)
+    labels = torch.as_tensor(rng.integers(0, 2, size=(count, 2)), dtype=torch.int)
+    mask_input = torch.as_tensor(rng.normal(0, 5, size=(count, 1, 256, 256)), dtype=torch.float)
+    got = ours.predict_torch(ours.transform.apply_coords_torch(coords, ours.original_size), labels,
+                             mask_input=mask_input, return_logits=True)
+    want = official.predict_torch(official.transform.apply_coords_torch(coords, official.original_size), labels,
+                                  mask_input=mask_input, return_logits=True)
     assert_same_prediction([t.numpy() for t in got], [t.numpy() for t in want])
 
 

@@ -154,18 +154,6 @@ def test_unsupported_dtype_is_refused(predictor):
         segany.SamPredictor(predictor.model, dtype=torch.float16)
 
 
-@pytest.mark.slow
-def test_compiled_decoder_gives_the_same_masks(predictor, photo):
-    compiled = segany.SamPredictor(predictor.model, compile=True)
-    compiled.set_image(photo)
-    predictor.set_image(photo)
-    boxes = np.array([[0, 0, 60, 50], [30, 20, 110, 85], [5, 5, 20, 20]], dtype=float)
-    for count in (3, 2):  # a second batch size must not need a new compilation to be right
-        for got, want in zip(compiled.predict_batch(boxes=boxes[:count], return_logits=True),
-                             predictor.predict_batch(boxes=boxes[:count], return_logits=True)):
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-
-
 def test_repeated_prompts_reuse_the_image_side_exactly(predictor, photo):
     """The decoder's per-image work is cached after the first prompt; results do not change."""
     predictor.set_image(photo)

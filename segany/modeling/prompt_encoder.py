@@ -148,5 +148,6 @@ class PositionEmbeddingRandom(nn.Module):
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
         """coords (B, N, 2) x,y in pixels of an (H, W) image -> (B, N, 2 * num_pos_feats)."""
-        size_xy = torch.tensor([image_size[1], image_size[0]], dtype=torch.float, device=coords.device)
-        return self._pe_encoding(coords.to(torch.float) / size_xy)
+        # Normalised in the coordinates' own precision (float64 from numpy stays float64 until here).
+        size_xy = torch.tensor([image_size[1], image_size[0]], dtype=coords.dtype, device=coords.device)
+        return self._pe_encoding((coords / size_xy).to(torch.float))

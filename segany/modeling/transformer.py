@@ -2,6 +2,7 @@
 
 from typing import NamedTuple, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -89,7 +90,7 @@ class TwoWayTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             projections = image_side.first_block if i == 0 else None
             queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe, projections=projections)
-        attn_out = self.final_attn_token_to_image(q=queries + point_embedding, k=keys + key_pe, v=keys)
+        attn_out = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, keys + key_pe, keys)
         queries = self.norm_final_attn(queries + attn_out)
         return queries, keys
 
@@ -136,10 +137,9 @@ class TwoWayAttentionBlock(nn.Module):
     ) -> Tuple[Tensor, Tensor]:
         """queries (B, N, C), keys (B or 1, HW, C) -> updated queries and keys.
 
-        projections: `project_image(keys, key_pe)` when already computed (once per image).
+        projections: `project_image(keys, key_pe)` when already computed (once per image);
+        without them the image is not projected at all (see `Attention.tokens_to_image`).
         """
-        if projections is None:
-            projections = self.project_image(keys, key_pe)
         if self.skip_first_layer_pe:
             queries = self.self_attn(q=queries, k=queries, v=queries)
         else:
@@ -147,16 +147,22 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        to_image = self.cross_attn_token_to_image
-        q = to_image.q_proj(queries + query_pe)
-        queries = self.norm2(queries + to_image.attend(q, projections.token_to_image_k, projections.token_to_image_v))
+        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        q = queries + query_pe
+        if projections is None:
+            keys_with_pe = keys + key_pe
+            attn_out = to_image.tokens_to_image(q, keys_with_pe, keys)
+        else:
+            attn_out = to_image.attend(to_image.q_proj(q), projections.token_to_image_k, projections.token_to_image_v)
+        queries = self.norm2(queries + attn_out)
         queries = self.norm3(queries + self.mlp(queries))
 
-        to_token = self.cross_attn_image_to_token
         q = queries + query_pe
-        attn_out = to_token.attend(projections.image_to_token_q, to_token.k_proj(q), to_token.v_proj(queries))
-        keys = self.norm4(keys + attn_out)
-        return queries, keys
+        if projections is None:
+            keys = to_token.image_to_tokens(keys, q, queries, image=keys_with_pe)
+        else:
+            keys = to_token.image_to_tokens(keys, q, queries, projected_image=projections.image_to_token_q)
+        return queries, self.norm4(keys)
 
 
 class Attention(nn.Module):
@@ -194,3 +200,63 @@ class Attention(nn.Module):
         v = self._separate_heads(v, batch)
         out = F.scaled_dot_product_attention(q, k, v)  # B, heads, Nq, c
         return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], self.internal_dim))
+
+    def tokens_to_image(self, tokens: Tensor, image_k: Tensor, image_v: Tensor) -> Tensor:
+        """`forward(q=tokens, k=image_k, v=image_v)` for a few tokens and many image positions.
+
+        tokens (B, N, C); image_k, image_v (B, HW, C) -> (B, N, C). The image is not projected:
+        the queries go back through the key projection and the attended image through the value
+        projection, heads * N instead of internal_dim columns per image position.
+        """
+        b, n, _ = tokens.shape
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        q = self.q_proj(tokens).view(b, n, heads, head_dim) * head_dim**-0.5
+        # q . (W_k x + b_k): the b_k term is the same at every image position, and softmax ignores it.
+        q_image = torch.einsum("bnhd,hdc->bhnc", q, self.k_proj.weight.view(heads, head_dim, -1))
+        q_image = q_image.reshape(b, heads * n, -1)  # B, heads*N, C
+        attn = (q_image @ image_k.transpose(1, 2)).softmax(dim=-1)  # B, heads*N, HW
+        # Attention weights sum to 1, so attending to W_v x + b_v is W_v (attended x) + b_v.
+        attended = (attn @ image_v).view(b, heads, n, -1)  # B, heads, N, C
+        v = torch.einsum("bhnc,hdc->bnhd", attended, self.v_proj.weight.view(heads, head_dim, -1))
+        v = v + self.v_proj.bias.view(heads, head_dim)
+        return self.out_proj(v.reshape(b, n, self.internal_dim))
+
+    def image_to_tokens(
+        self,
+        residual: Tensor,
+        tokens_k: Tensor,
+        tokens_v: Tensor,
+        image: Optional[Tensor] = None,
+        projected_image: Optional[Tensor] = None,
+    ) -> Tensor:
+        """`residual + forward(q=image, k=tokens_k, v=tokens_v)`: image positions attend to a few tokens.
+
+        residual (B or 1, HW, C); tokens_k, tokens_v (B, N, C) -> (B, HW, C). Give either
+        `image` (B, HW, C), which is then not projected (the keys go back through the query
+        projection instead), or `projected_image` = q_proj(image) (B or 1, HW, internal_dim). The
+        output projection acts on the N token values per head rather than on every image
+        position, and the residual sum is part of the last product.
+        """
+        b, n, _ = tokens_k.shape
+        hw, channels = residual.shape[1:]
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        k = self.k_proj(tokens_k).view(b, n, heads, head_dim) * head_dim**-0.5
+        # Scores are laid out (B, heads, N, HW): softmax over N then runs along contiguous rows.
+        if projected_image is not None:
+            q = projected_image.view(-1, hw, heads, head_dim)
+            if q.shape[0] == 1:  # one image for every prompt: one product per head
+                scores = torch.einsum("bnhd,phd->bhnp", k, q[0])
+            else:
+                scores = torch.einsum("bnhd,bphd->bhnp", k, q)
+        else:
+            k_image = torch.einsum("bnhd,hdc->bhnc", k, self.q_proj.weight.view(heads, head_dim, -1))
+            bias_scores = torch.einsum("bnhd,hd->bhn", k, self.q_proj.bias.view(heads, head_dim))
+            scores = torch.baddbmm(
+                bias_scores.reshape(b, heads * n, 1), k_image.reshape(b, heads * n, channels), image.transpose(1, 2)
+            )
+        attn = scores.reshape(b, heads, n, hw).softmax(dim=2).view(b, heads * n, hw)
+        # Each head's weights sum to 1, so b_out / heads on every value row adds b_out once.
+        v = self.v_proj(tokens_v).view(b, n, heads, head_dim)
+        v_out = torch.einsum("bnhd,chd->bhnc", v, self.out_proj.weight.view(channels, heads, head_dim))
+        v_out = (v_out + self.out_proj.bias / heads).reshape(b, heads * n, channels)
+        return torch.baddbmm(residual, attn.transpose(1, 2), v_out)
