@@ -1,9 +1,10 @@
 """segany: Segment Anything, promptable segmentation that loads the official SAM checkpoints.
 
 Switching from Meta's package is one import:
-    from segany import SamPredictor, sam_model_registry
+    from segany import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 """
 
+from .amg import SamAutomaticMaskGenerator
 from .build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
 from .checkpoint import convert_checkpoint, detect_config, load_model, random_model, save_model
 from .errors import CheckpointError, ImageError, SegAnyError
@@ -19,6 +20,7 @@ __all__ = [
     "ImageError",
     "ResizeLongestSide",
     "Sam",
+    "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
     "SegAnyError",

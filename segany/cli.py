@@ -9,6 +9,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
+from .amg import SamAutomaticMaskGenerator
 from .checkpoint import (
     OFFICIAL_CHECKPOINTS,
     convert_checkpoint,
@@ -18,10 +21,11 @@ from .checkpoint import (
     read_checkpoint,
     save_model,
 )
+from .data.sa1b import write_sa1b
 from .errors import SegAnyError
 from .fileio import write_text_atomic
 from .image_io import read_image, write_png
-from .masks import mask_to_bbox, mask_to_rle
+from .masks import mask_to_bbox, mask_to_rle, rle_to_mask
 from .modeling import CONFIGS, config_name
 from .predictor import SamPredictor
 from .visualize import overlay_masks
@@ -120,6 +124,72 @@ def cmd_segment(args: argparse.Namespace) -> None:
           f"({len(records)} mask(s), overlay {out / (stem + '_overlay.png')})")
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def list_images(source: Path) -> List[Path]:
+    """The images named by INPUT: an image, a folder of images, or a .txt file of paths."""
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    elif source.suffix.lower() == ".txt" and source.is_file():
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+        # Relative paths in a list are relative to the list's folder.
+        paths = [source.parent / line for line in lines if line and not line.startswith("#")]
+    elif source.exists():
+        paths = [source]
+    else:
+        raise SegAnyError(f"{source}: no such image, folder or list")
+    stems: dict = {}
+    for path in paths:
+        if path.stem in stems and stems[path.stem] != path:
+            raise SegAnyError(f"{stems[path.stem]} and {path} would both be written as {path.stem}.json")
+        stems[path.stem] = path
+    return paths
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise SegAnyError(f"-o {out}: exists and is not a folder")
+    paths = list_images(Path(args.input))
+    todo = [p for p in paths if not (out / f"{p.stem}.json").exists()]
+    generator = SamAutomaticMaskGenerator(
+        load_model(args.model, device=args.device),
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh,
+        crop_overlap_ratio=args.crop_overlap_ratio,
+        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        min_mask_region_area=args.min_mask_region_area,
+        output_mode="coco_rle",
+        dtype=torch.bfloat16 if args.bf16 else torch.float32,
+    )
+    failed, masks = [], 0
+    for path in tqdm(todo, desc="segany auto", unit="image", disable=not todo):
+        try:
+            image = read_image(path)
+        except (SegAnyError, OSError) as err:
+            tqdm.write(f"segany: skipping {path}: {err}", file=sys.stderr)
+            failed.append(path)
+            continue
+        records = generator.generate(image)
+        if args.overlay:  # before the JSON: the JSON marks the image as done
+            largest_first = sorted(records, key=lambda r: -r["area"])
+            overlay = overlay_masks(image, [rle_to_mask(r["segmentation"]) for r in largest_first])
+            write_png(out / f"{path.stem}_overlay.png", overlay)
+        write_sa1b(out / f"{path.stem}.json", path.name, image.shape[1], image.shape[0], records)
+        masks += len(records)
+    done = len(todo) - len(failed)
+    print(f"{out}: {done} image(s) segmented ({masks} masks), {len(paths) - len(todo)} already done, "
+          f"{len(failed)} failed")
+    return 1 if failed else 0
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -158,6 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="output folder")
     seg.set_defaults(run=cmd_segment)
 
+    auto = sub.add_parser("auto", help="segment everything: SA-1B JSON per image from a grid of point prompts")
+    auto.add_argument("input", help="an image, a folder of images, or a .txt file with one image path per line")
+    auto.add_argument("--model", required=True, help=model_help)
+    auto.add_argument("-o", "--output", required=True, help="output folder: <stem>.json per image (skipped if present)")
+    auto.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png, each mask in its colour")
+    auto.add_argument("--points-per-side", type=int, default=32, help="grid points along each side (default 32)")
+    auto.add_argument("--points-per-batch", type=int, default=64, help="prompts decoded together (default 64)")
+    auto.add_argument("--pred-iou-thresh", type=float, default=0.88, help="minimum predicted IoU (default 0.88)")
+    auto.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (default 0.95)")
+    auto.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of stability (1.0)")
+    auto.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU for NMS in a crop (default 0.7)")
+    auto.add_argument("--crop-n-layers", type=int, default=0, help="layers of zoomed crops (default 0)")
+    auto.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box IoU for NMS across crops (0.7)")
+    auto.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap (default 512/1500)")
+    auto.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
+                      help="grid points a side divided by this per crop layer (default 1)")
+    auto.add_argument("--min-mask-region-area", type=int, default=0,
+                      help="fill holes and remove islands smaller than this (pixels; default 0: off)")
+    auto.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    auto.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (faster, ~1%% error)")
+    auto.set_defaults(run=cmd_auto)
+
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)
     conv.add_argument("destination", help="output file: .safetensors or .pth")
@@ -178,14 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except SegAnyError as err:
         print(f"segany: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"segany: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,22 +1,87 @@
-"""Binary mask encodings: COCO run-length encoding, boxes and areas."""
+"""Binary mask encodings: COCO run-length encoding (compressed and uncompressed), boxes and areas."""
 
 from typing import Any, Dict, List
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+Rle = Dict[str, Any]
 
-def mask_to_rle(mask: np.ndarray) -> Dict[str, Any]:
+
+def masks_to_rles(masks: np.ndarray) -> List[Rle]:
+    """(N, H, W) bool -> N COCO compressed RLEs {"size": [H, W], "counts": str}, JSON-ready."""
+    # pycocotools reads column-major (H, W, N): the bytes of C-order (N, W, H).
+    column_major = np.ascontiguousarray(masks.transpose(0, 2, 1)).view(np.uint8).transpose(2, 1, 0)
+    return [
+        {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        for rle in mask_utils.encode(column_major)
+    ]
+
+
+def region_to_rle(region: np.ndarray, top: int, left: int, height: int, width: int) -> Rle:
+    """COCO compressed RLE of an (height, width) mask that is False outside `region`.
+
+    region: (h, w) bool placed with its top-left pixel at (top, left). Costs in proportion to
+    height x w, not to the whole image.
+    """
+    columns = np.zeros((region.shape[1], height), dtype=bool)  # the region's full-height columns
+    columns[:, top : top + region.shape[0]] = region.T
+    flat = columns.ravel()  # column-major order of those columns
+    if not flat.any():
+        counts = [height * width]
+    else:
+        edges = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+        runs = np.diff(edges).tolist()
+        if flat[0]:
+            runs.insert(0, 0)
+        runs[0] += left * height  # whole columns before the region
+        after = (width - left - region.shape[1]) * height
+        if len(runs) % 2:  # ends with a run of False
+            runs[-1] += after
+        elif after:
+            runs.append(after)
+        counts = runs
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def mask_to_rle(mask: np.ndarray) -> Rle:
     """(H, W) bool -> COCO compressed RLE {"size": [H, W], "counts": str}, JSON-ready."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return masks_to_rles(mask[None])[0]
 
 
-def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
-    """COCO RLE (compressed, as from `mask_to_rle`) -> (H, W) bool."""
+def _for_pycocotools(rle: Rle) -> Rle:
     counts = rle["counts"]
-    encoded = {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(encoded).astype(bool)
+    if isinstance(counts, list):  # uncompressed
+        return mask_utils.frPyObjects(rle, *rle["size"])
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def rle_to_mask(rle: Rle) -> np.ndarray:
+    """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool."""
+    return mask_utils.decode(_for_pycocotools(rle)).astype(bool)
+
+
+def rle_area(rle: Rle) -> int:
+    """Pixels inside a COCO RLE."""
+    return int(mask_utils.area(_for_pycocotools(rle)))
+
+
+def rles_to_boxes(rles: List[Rle]) -> np.ndarray:
+    """(N, 4) float [x, y, w, h] boxes of COCO RLEs, from the runs alone; zeros for empty masks."""
+    if not rles:
+        return np.zeros((0, 4))
+    return mask_utils.toBbox([_for_pycocotools(rle) for rle in rles])
+
+
+def mask_to_uncompressed_rle(mask: np.ndarray) -> Rle:
+    """(H, W) bool -> {"size": [H, W], "counts": [run lengths]}, column-major, starting with a 0s run."""
+    flat = mask.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    if flat.size and flat[0]:
+        counts.insert(0, 0)
+    return {"size": [int(s) for s in mask.shape], "counts": counts}
 
 
 def mask_to_bbox(mask: np.ndarray) -> List[int]:

@@ -223,7 +223,12 @@ class SamPredictor:
         return masks, scores.cpu().numpy(), low_res.cpu().numpy()
 
     def _decode(
-        self, sparse: torch.Tensor, dense: torch.Tensor, multimask_output: bool, has_mask_input: bool
+        self,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask_output: bool,
+        has_mask_input: bool,
+        iou_threshold: Optional[float] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C).
 
@@ -246,6 +251,7 @@ class SamPredictor:
                 dense_prompt_embeddings=dense[start : start + PROMPTS_PER_DECODER_CALL],
                 multimask_output=multimask_output,
                 image_side=image_side,
+                iou_threshold=iou_threshold,
             )
             for start in range(0, max(len(sparse), 1), PROMPTS_PER_DECODER_CALL)
         ]
@@ -261,16 +267,21 @@ class SamPredictor:
         boxes: Optional[torch.Tensor] = None,
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = True,
+        iou_threshold: Optional[float] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """`predict_torch` without the upscaling: low-res logits (B, C, 256, 256) and IoU (B, C).
 
         For callers that filter masks before paying for full-size ones (segment everything).
+        iou_threshold: prompts whose masks all have predicted IoU <= this get NaN logits
+        instead of computed ones (the decoder skips their upscaling).
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         with self._precision():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res_masks, iou_predictions = self._decode(sparse, dense, multimask_output, mask_input is not None)
+            low_res_masks, iou_predictions = self._decode(
+                sparse, dense, multimask_output, mask_input is not None, iou_threshold
+            )
         return low_res_masks.float(), iou_predictions.float()
 
     @torch.no_grad()

@@ -2,6 +2,8 @@
 
 from typing import Optional, Sequence
 
+import colorsys
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -26,7 +28,7 @@ def overlay_masks(
     """
     canvas = image.astype(np.float32)
     for i, mask in enumerate(masks):
-        colour = PALETTE[i % len(PALETTE)]
+        colour = mask_colour(i)
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
         edge = mask & ~_erode(mask)
         canvas[edge] = colour
@@ -40,6 +42,14 @@ def overlay_masks(
             fill = (0, 200, 0) if label == 1 else (220, 0, 0)
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=(255, 255, 255))
     return np.asarray(picture)
+
+
+def mask_colour(index: int) -> np.ndarray:
+    """RGB colour of the index-th mask: the palette, then hues a golden angle apart."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    hue = (index * 0.618033988749895) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, 0.75, 0.95), dtype=np.float32) * 255
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from PIL import Image
 import segany
 from conftest import MICRO, REPO
 from segany.cli import main
+from segany.data import read_sa1b
 from segany.masks import rle_to_mask
 
 EXAMPLE = REPO / "examples" / "chelsea.png"  # 451 x 300
@@ -165,3 +166,66 @@ def test_bf16_flag_segments(tmp_path, capsys, model_file):
     code, _, err = run(capsys, "segment", EXAMPLE, "--point", "200,150", "--bf16", "--model", model_file, "-o", tmp_path)
     assert code == 0, err
     assert (tmp_path / "chelsea_mask.png").exists()
+
+
+LOOSE = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "cat.png")
+    Image.open(EXAMPLE).convert("L").resize((200, 120)).save(folder / "small.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not listed: not an image suffix")
+    return folder
+
+
+def test_auto_writes_sa1b_per_image_and_reports_corrupt_ones(tmp_path, capsys, model_file, image_folder):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "auto", image_folder, "--model", model_file, "-o", out, "--overlay", *LOOSE)
+    assert code == 1
+    assert "skipping" in err and "broken.jpg" in err
+    assert sorted(p.name for p in out.iterdir()) == ["cat.json", "cat_overlay.png", "small.json", "small_overlay.png"]
+    assert "2 image(s) segmented" in stdout and "1 failed" in stdout
+
+    image, annotations = read_sa1b(out / "cat.json")
+    assert image["file_name"] == "cat.png" and (image["width"], image["height"]) == (451, 300)
+    generator = segany.SamAutomaticMaskGenerator(segany.load_model(model_file), points_per_side=4,
+                                                 pred_iou_thresh=0, stability_score_thresh=0, output_mode="coco_rle")
+    expected = generator.generate(np.asarray(Image.open(EXAMPLE).convert("RGB")))
+    assert len(annotations) == len(expected) > 0
+    for annotation, record in zip(annotations, expected):
+        assert annotation["segmentation"] == record["segmentation"]
+        assert annotation["bbox"] == record["bbox"] and annotation["area"] == record["area"]
+
+
+def test_auto_resumes_without_redoing_finished_images(tmp_path, capsys, model_file, image_folder):
+    out = tmp_path / "out"
+    run(capsys, "auto", image_folder / "cat.png", "--model", model_file, "-o", out, *LOOSE)
+    before = (out / "cat.json").stat().st_mtime_ns
+    code, stdout, _ = run(capsys, "auto", image_folder, "--model", model_file, "-o", out, *LOOSE)
+    assert code == 1  # broken.jpg
+    assert (out / "cat.json").stat().st_mtime_ns == before
+    assert "1 image(s) segmented" in stdout and "1 already done" in stdout
+    assert (out / "small.json").exists()
+
+
+def test_auto_reads_a_list_of_paths(tmp_path, capsys, model_file, image_folder):
+    listing = image_folder / "list.txt"
+    listing.write_text("# images to do\ncat.png\n\nsmall.jpg\n")
+    code, _, err = run(capsys, "auto", listing, "--model", model_file, "-o", tmp_path / "out", *LOOSE)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat.json", "small.json"]
+
+
+def test_auto_input_errors_are_one_line(tmp_path, capsys, model_file, image_folder):
+    code, _, err = run(capsys, "auto", tmp_path / "nothing", "--model", model_file, "-o", tmp_path / "o")
+    assert code == 2 and err.strip() == f"segany: error: {tmp_path / 'nothing'}: no such image, folder or list"
+    Image.open(EXAMPLE).save(image_folder / "cat.jpg")
+    code, _, err = run(capsys, "auto", image_folder, "--model", model_file, "-o", tmp_path / "o")
+    assert code == 2 and "would both be written as cat.json" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "auto", image_folder / "cat.png", "--model", model_file, "-o", tmp_path / "o",
+                       "--points-per-side", "0")
+    assert code == 2 and "points_per_side must be at least 1, got 0" in err

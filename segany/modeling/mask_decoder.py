@@ -55,6 +55,7 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
         image_side: Optional[ImageSide] = None,
+        iou_threshold: Optional[float] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predict masks for B prompts on one image.
 
@@ -65,14 +66,16 @@ class MaskDecoder(nn.Module):
             dense_prompt_embeddings: (B, C, H, W) mask-prompt embedding.
             multimask_output: return the 3 ambiguity-aware masks instead of the single one.
             image_side: `prepare_image(...)` of this image and dense embedding, reused across calls.
+            iou_threshold: skip the masks of prompts whose returned masks all have a predicted
+                IoU <= this; their logits are NaN (for callers that filter by predicted IoU).
         Returns:
             mask logits (B, 3 or 1, 4H, 4W) and predicted IoU (B, 3 or 1).
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, image_side
-        )
         selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
+        return self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, image_side, selected,
+            iou_threshold,
+        )
 
     def prepare_image(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
@@ -91,8 +94,14 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         image_side: Optional[ImageSide] = None,
+        selected: slice = slice(None),
+        iou_threshold: Optional[float] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All 1 + num_multimask_outputs masks (B, 4, 4H, 4W) and their predicted IoU (B, 4)."""
+        """Masks (B, M, 4H, 4W) and predicted IoU (B, M) of the `selected` of the 4 mask tokens.
+
+        iou_threshold: as in `forward`; the predicted IoU comes before the masks, so masks that
+        would be thrown away are never upscaled.
+        """
         bs = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
@@ -101,17 +110,26 @@ class MaskDecoder(nn.Module):
         h, w = image_pe.shape[-2:]
 
         hs, keys = self.transformer(None, None, tokens, image_side=image_side)  # keys: B, H*W, C
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self._upscale(keys.expand(bs, -1, -1), h, w)  # B, H*W*16, C/8
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]
+        token_ids = range(self.num_mask_tokens)[selected]
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )  # B, num_mask_tokens, C/8
-        masks = hyper_in @ upscaled.transpose(1, 2)  # B, num_mask_tokens, H*W*16
+            [self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in token_ids], dim=1
+        )  # B, M, C/8
+        keys = keys.expand(bs, -1, -1)
+        if iou_threshold is not None:
+            wanted = (iou_pred > iou_threshold).any(dim=1)
+            masks = hyper_in.new_full((bs, len(token_ids), 4 * h, 4 * w), float("nan"))
+            masks[wanted] = self._masks(hyper_in[wanted], keys[wanted], h, w)
+            return masks, iou_pred
+        return self._masks(hyper_in, keys, h, w), iou_pred
+
+    def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W)."""
+        bs, count = hyper_in.shape[:2]
+        masks = hyper_in @ self._upscale(keys, h, w).transpose(1, 2)  # B, M, H*W*16
         # Positions are ordered (y, x, dy, dx, ey, ex) for output row 4y+2dy+ey, column 4x+2dx+ex.
-        masks = masks.view(bs, -1, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return masks.reshape(bs, -1, 4 * h, 4 * w), self.iou_prediction_head(iou_token_out)
+        masks = masks.view(bs, count, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return masks.reshape(bs, count, 4 * h, 4 * w)
 
     def _upscale(self, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """`output_upscaling` applied to token-major features: (B, H*W, C) -> (B, H*W*16, C/8).
@@ -125,7 +143,7 @@ class MaskDecoder(nn.Module):
         x = x.unflatten(-1, (4, -1))  # B, HW, (dy, dx), C/4
         x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
         x = act2(F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4)))  # B, HW, 4, 4 * C/8
-        return x.reshape(x.shape[0], h * w * 16, -1)
+        return x.reshape(x.shape[0], h * w * 16, x.shape[-1] // 4)
 
 
 def _conv_transpose_as_linear(weight: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,24 @@ def test_mask_decoder(models, multimask):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
+def test_mask_decoder_skips_only_masks_below_the_iou_threshold(models):
+    ours, _ = models
+    g = torch.Generator().manual_seed(3)
+    embedding = torch.randn(1, MICRO.prompt_embed_dim, 16, 16, generator=g)
+    sparse = torch.randn(12, 2, MICRO.prompt_embed_dim, generator=g)
+    dense = torch.randn(1, MICRO.prompt_embed_dim, 1, 1, generator=g).expand(12, -1, 16, 16)
+    pe = ours.prompt_encoder.get_dense_pe()
+    with torch.no_grad():
+        masks, iou = ours.mask_decoder(embedding, pe, sparse, dense, True)
+        threshold = iou.max(dim=1).values.median().item()
+        skipped_masks, skipped_iou = ours.mask_decoder(embedding, pe, sparse, dense, True, iou_threshold=threshold)
+    torch.testing.assert_close(skipped_iou, iou, rtol=0, atol=0)
+    wanted = (iou > threshold).any(dim=1)
+    assert 0 < wanted.sum() < len(wanted)
+    torch.testing.assert_close(skipped_masks[wanted], masks[wanted], rtol=0, atol=1e-6)
+    assert skipped_masks[~wanted].isnan().all()
+
+
 def test_image_encoder_differentiable_path(models):
     """With gradients on, attention builds whole maps (autograd); same values as inference."""
     ours, official = models
