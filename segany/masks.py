@@ -10,37 +10,43 @@ Rle = Dict[str, Any]
 
 def masks_to_rles(masks: np.ndarray) -> List[Rle]:
     """(N, H, W) bool -> N COCO compressed RLEs {"size": [H, W], "counts": str}, JSON-ready."""
-    # pycocotools reads column-major (H, W, N): the bytes of C-order (N, W, H).
-    column_major = np.ascontiguousarray(masks.transpose(0, 2, 1)).view(np.uint8).transpose(2, 1, 0)
-    return [
-        {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        for rle in mask_utils.encode(column_major)
-    ]
+    return _encode_columns(np.ascontiguousarray(masks.transpose(0, 2, 1), dtype=bool))
+
+
+def _encode_columns(columns: np.ndarray) -> List[Rle]:
+    """(N, W, H) C-contiguous bool (masks column by column) -> N COCO compressed RLEs."""
+    # pycocotools reads column-major (H, W, N): exactly these bytes.
+    encoded = mask_utils.encode(columns.view(np.uint8).transpose(2, 1, 0))
+    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
 
 
 def region_to_rle(region: np.ndarray, top: int, left: int, height: int, width: int) -> Rle:
     """COCO compressed RLE of an (height, width) mask that is False outside `region`.
 
-    region: (h, w) bool placed with its top-left pixel at (top, left). Costs in proportion to
-    height x w, not to the whole image.
+    region: (h, w) bool placed with its top-left pixel at (top, left). A narrow region costs
+    in proportion to height x w, not to the whole image.
     """
-    columns = np.zeros((region.shape[1], height), dtype=bool)  # the region's full-height columns
-    columns[:, top : top + region.shape[0]] = region.T
+    h, w = region.shape
+    if 4 * w >= width:  # wide: pycocotools' encoder over the whole image is the quicker
+        columns = np.zeros((1, width, height), dtype=bool)
+        columns[0, left : left + w, top : top + h] = region.T
+        return _encode_columns(columns)[0]
+    columns = np.zeros((w, height), dtype=bool)  # the region's full-height columns
+    columns[:, top : top + h] = region.T
     flat = columns.ravel()  # column-major order of those columns
     if not flat.any():
         counts = [height * width]
     else:
         edges = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
-        runs = np.diff(edges).tolist()
+        counts = np.diff(edges).tolist()
         if flat[0]:
-            runs.insert(0, 0)
-        runs[0] += left * height  # whole columns before the region
-        after = (width - left - region.shape[1]) * height
-        if len(runs) % 2:  # ends with a run of False
-            runs[-1] += after
+            counts.insert(0, 0)
+        counts[0] += left * height  # whole columns before the region
+        after = (width - left - w) * height
+        if len(counts) % 2:  # ends with a run of False
+            counts[-1] += after
         elif after:
-            runs.append(after)
-        counts = runs
+            counts.append(after)
     rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 

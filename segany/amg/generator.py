@@ -219,7 +219,8 @@ class SamAutomaticMaskGenerator:
         threshold, offset = predictor.model.mask_threshold, self.stability_score_offset
         logits = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
         reach = _reach(low_res, threshold - abs(offset), predictor.input_size, predictor.original_size)
-        regions = [logits[i, y0:y1, x0:x1] for i, (y0, y1, x0, x1) in enumerate(reach.tolist())]
+        # numpy compares and counts twice as fast as torch here.
+        regions = [logits[i, y0:y1, x0:x1].numpy() for i, (y0, y1, x0, x1) in enumerate(reach.tolist())]
         stability = _stability(regions, threshold, offset)
         if self.stability_score_thresh > 0:
             keep = stability >= self.stability_score_thresh
@@ -228,7 +229,7 @@ class SamAutomaticMaskGenerator:
         height, width = image_size
         x_offset, y_offset = crop_box[:2]
         rles = [
-            region_to_rle((region > threshold).numpy(), y_offset + y0, x_offset + x0, height, width)
+            region_to_rle(region > threshold, y_offset + y0, x_offset + x0, height, width)
             for region, (y0, y1, x0, x1) in zip(regions, reach.tolist())
         ]
         del logits, regions
@@ -282,14 +283,13 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
 
     The first mask lies inside the second, so the IoU is the ratio of their areas.
     """
-    return _stability(list(logits), threshold, offset)
+    return _stability([m.numpy() for m in logits], threshold, offset)
 
 
-def _stability(logits: Sequence[torch.Tensor], threshold: float, offset: float) -> torch.Tensor:
+def _stability(logits: Sequence[np.ndarray], threshold: float, offset: float) -> torch.Tensor:
     """`stability_score` of a list of logit maps (any sizes); 0 / 0 gives NaN, as in the reference."""
-    # numpy counts booleans 6x faster than torch sums them here.
-    inner = [np.count_nonzero((m > threshold + offset).numpy()) for m in logits]
-    outer = [np.count_nonzero((m > threshold - offset).numpy()) for m in logits]
+    inner = [np.count_nonzero(m > threshold + offset) for m in logits]
+    outer = [np.count_nonzero(m > threshold - offset) for m in logits]
     return torch.tensor(inner, dtype=torch.long) / torch.tensor(outer, dtype=torch.long)
 
 

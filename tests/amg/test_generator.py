@@ -132,3 +132,25 @@ def test_same_masks_as_official_with_the_real_network_and_iou_filter(shared_data
     got, want = ours.generate(image), theirs.generate(image)
     assert len(want) >= 1
     assert_same_records(got, want)
+
+
+def test_output_modes_hold_the_same_masks_in_the_official_forms(shared_data, weights):
+    image = load_rgb(shared_data / "bsds500/images/val/101085.jpg")
+    results = {}
+    for mode in ("binary_mask", "uncompressed_rle", "coco_rle"):
+        ours, theirs = generators(weights, output_mode=mode, points_per_side=8)
+        use_blob_field(ours, theirs)
+        results[mode] = ours.generate(image), theirs.generate(image)
+    reference_masks = [rle_to_mask(r["segmentation"]) for r in results["coco_rle"][0]]
+    assert len(reference_masks) > 0
+    for mode, (got, want) in results.items():
+        assert [sorted(r) for r in got] == [sorted(r) for r in want]
+        for record, official_record, mask in zip(got, want, reference_masks):
+            segmentation = record["segmentation"]
+            assert type(segmentation) is type(official_record["segmentation"])
+            if mode == "binary_mask":
+                assert segmentation.dtype == bool and segmentation.shape == image.shape[:2]
+                np.testing.assert_array_equal(segmentation, mask)
+            else:
+                assert sorted(segmentation) == sorted(official_record["segmentation"]) == ["counts", "size"]
+                np.testing.assert_array_equal(rle_to_mask(segmentation), mask)

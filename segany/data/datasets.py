@@ -1,0 +1,262 @@
+"""Images with instance masks, one interface over the formats segany reads.
+
+Every dataset is a sequence of `Sample`s: the RGB image, its masks as an (N, H, W) bool array
+(one per object or region) and, where the format has them, human boundary maps. Readers:
+
+- `LabelMapFolder`: images + instance label maps (PNG/TIFF, 0 = background, k = object k);
+- `PennFudan`: PNGImages/ + PedMasks/ (a label-map folder with its own naming);
+- `YoloSegFolder`: images/ + labels/*.txt polygons normalised to [0, 1] (YOLO-seg);
+- `CocoJson`: a COCO / LVIS instances JSON (polygons and RLE) and its image folder;
+- `BSDS500`: images/ + groundTruth/*.mat (every annotator's regions and boundaries);
+- `SA1BFolder`: SA-1B image + per-image JSON pairs.
+
+`shared_dataset(name, split)` opens the datasets of `../shared/data` with the splits its README
+names (the last images by sorted name are for evaluation only).
+"""
+
+import abc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from ..errors import SegAnyError
+from ..image_io import read_image
+from ..masks import rle_to_mask
+from .sa1b import read_sa1b
+
+PathLike = Union[str, Path]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "eval", "all")
+
+
+@dataclass
+class Sample:
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    masks: np.ndarray  # (N, H, W) bool
+    boundaries: Optional[np.ndarray] = None  # (A, H, W) bool, one map per human annotator
+
+
+class MaskDataset(abc.ABC):
+    """A sequence of `Sample`s, one per name in `names`."""
+
+    names: List[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.names[index])
+
+    @abc.abstractmethod
+    def load(self, name: str) -> Sample:
+        """The sample called `name`."""
+
+
+def split_names(names: Sequence[str], split: str, eval_count: int) -> List[str]:
+    """Sorted names of a split: "eval" the last eval_count, "train" the rest, "all" all of them."""
+    if split not in SPLITS:
+        raise SegAnyError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    ordered = sorted(names)
+    cut = len(ordered) - eval_count
+    return {"train": ordered[:cut], "eval": ordered[cut:], "all": ordered}[split]
+
+
+def instance_masks(labels: np.ndarray) -> np.ndarray:
+    """(H, W) label map (0 background, ids > 0) -> (N, H, W) bool, by increasing id."""
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    return labels[None] == ids[:, None, None]
+
+
+def _read_label_map(path: Path) -> np.ndarray:
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise SegAnyError(f"{path}: not a readable label map")
+    if labels.ndim == 3:  # a label map saved as RGB(A): the ids are in the first channel
+        labels = labels[..., 0]
+    return labels
+
+
+def _stems(folder: Path, suffixes: Sequence[str]) -> Dict[str, Path]:
+    if not folder.is_dir():
+        raise SegAnyError(f"{folder}: folder not found")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
+
+
+def _check_shape(name: str, image: np.ndarray, masks: np.ndarray) -> None:
+    if masks.shape[1:] != image.shape[:2]:
+        raise SegAnyError(f"{name}: masks are {masks.shape[1:]} but the image is {image.shape[:2]}")
+
+
+class LabelMapFolder(MaskDataset):
+    """Images and instance label maps with the same stem (image `a.png`, labels `a.png` or `a.tif`)."""
+
+    def __init__(self, images: PathLike, labels: PathLike, split: str = "all", eval_count: int = 0,
+                 label_stem: Callable[[str], str] = lambda stem: stem) -> None:
+        self.images = _stems(Path(images), IMAGE_SUFFIXES)
+        labels_by_stem = _stems(Path(labels), (".png", ".tif", ".tiff"))
+        self.labels = {stem: labels_by_stem.get(label_stem(stem)) for stem in self.images}
+        missing = [stem for stem, path in self.labels.items() if path is None]
+        if missing:
+            raise SegAnyError(f"{labels}: no label map for {len(missing)} image(s), e.g. {missing[0]}")
+        self.names = split_names(list(self.images), split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        image = read_image(self.images[name])
+        masks = instance_masks(_read_label_map(self.labels[name]))
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks)
+
+
+class PennFudan(LabelMapFolder):
+    """Penn-Fudan pedestrians: PNGImages/X.png and PedMasks/X_mask.png."""
+
+    def __init__(self, root: PathLike, split: str = "all", eval_count: int = 50) -> None:
+        root = Path(root)
+        super().__init__(root / "PNGImages", root / "PedMasks", split, eval_count, lambda stem: f"{stem}_mask")
+
+
+class YoloSegFolder(MaskDataset):
+    """images/ID.jpg with labels/ID.txt: one object a line, `class x1 y1 x2 y2 ...` in [0, 1]."""
+
+    def __init__(self, root: PathLike, split: str = "all", eval_count: int = 0) -> None:
+        root = Path(root)
+        self.images = _stems(root / "images", IMAGE_SUFFIXES)
+        self.labels_dir = root / "labels"
+        self.names = split_names(list(self.images), split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        image = read_image(self.images[name])
+        height, width = image.shape[:2]
+        path = self.labels_dir / f"{name}.txt"
+        masks = []
+        for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], start=1):
+            values = line.split()
+            if not values:
+                continue
+            if len(values) < 7 or len(values) % 2 == 0:
+                raise SegAnyError(f"{path}:{number}: expected 'class x1 y1 x2 y2 x3 y3 ...'")
+            polygon = np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [width, height]
+            mask = np.zeros((height, width), dtype=np.uint8)
+            cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+            masks.append(mask.astype(bool))
+        masks = np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
+        return Sample(name, image, masks)
+
+
+class CocoJson(MaskDataset):
+    """A COCO (or LVIS) instances JSON: masks from polygons, RLE or uncompressed RLE."""
+
+    def __init__(self, images: PathLike, annotations: PathLike, split: str = "all", eval_count: int = 0) -> None:
+        path = Path(annotations)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SegAnyError(f"{path}: not a readable COCO JSON file ({err})") from None
+        for field in ("images", "annotations"):
+            if field not in document:
+                raise SegAnyError(f"{path}: missing field '{field}'")
+        self.images_dir = Path(images)
+        self.info = {str(image["id"]): image for image in document["images"]}
+        self.annotations: Dict[str, List[dict]] = {key: [] for key in self.info}
+        for annotation in document["annotations"]:
+            self.annotations.setdefault(str(annotation["image_id"]), []).append(annotation)
+        self.names = split_names(list(self.info), split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        from pycocotools import mask as mask_utils
+
+        info = self.info[name]
+        image = read_image(self.images_dir / info["file_name"])
+        height, width = image.shape[:2]
+        masks = []
+        for annotation in self.annotations[name]:
+            segmentation = annotation["segmentation"]
+            if isinstance(segmentation, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+                masks.append(mask_utils.decode(rle).astype(bool))
+            else:
+                masks.append(rle_to_mask(segmentation))
+        masks = np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks)
+
+
+class BSDS500(MaskDataset):
+    """BSDS500: images/{split}/ID.jpg, groundTruth/{split}/ID.mat.
+
+    masks: the regions of every annotator (or of one, `annotator=k`); boundaries: one map
+    per annotator. Its own splits are "train", "val" and "test" (test: edge evaluation only).
+    """
+
+    def __init__(self, root: PathLike, split: str = "train", annotator: Optional[int] = None) -> None:
+        if split not in ("train", "val", "test"):
+            raise SegAnyError(f"BSDS500 split must be train, val or test; got {split!r}")
+        root = Path(root)
+        self.images = _stems(root / "images" / split, (".jpg",))
+        self.truth_dir = root / "groundTruth" / split
+        self.annotator = annotator
+        self.names = sorted(self.images)
+
+    def annotations(self, name: str) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """(segmentation labels, boundary map) of every annotator of an image."""
+        from scipy.io import loadmat
+
+        path = self.truth_dir / f"{name}.mat"
+        try:
+            truth = loadmat(str(path))["groundTruth"][0]
+        except (OSError, KeyError, ValueError) as err:
+            raise SegAnyError(f"{path}: not a BSDS500 ground-truth file ({err})") from None
+        return [(entry["Segmentation"][0, 0], entry["Boundaries"][0, 0].astype(bool)) for entry in truth]
+
+    def load(self, name: str) -> Sample:
+        image = read_image(self.images[name])
+        annotations = self.annotations(name)
+        chosen = annotations if self.annotator is None else [annotations[self.annotator]]
+        masks = np.concatenate([instance_masks(labels) for labels, _ in chosen])
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks, np.stack([b for _, b in annotations]))
+
+
+class SA1BFolder(MaskDataset):
+    """SA-1B style pairs: `<stem>.json` (see `segany.data.sa1b`) beside the image it names."""
+
+    def __init__(self, folder: PathLike, images: Optional[PathLike] = None, split: str = "all",
+                 eval_count: int = 0) -> None:
+        self.folder = Path(folder)
+        self.images_dir = Path(images) if images is not None else self.folder
+        self.documents = _stems(self.folder, (".json",))
+        self.names = split_names(list(self.documents), split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        info, annotations = read_sa1b(self.documents[name])
+        image = read_image(self.images_dir / info["file_name"])
+        masks = np.stack([a["mask"] for a in annotations]) if annotations else np.zeros(
+            (0, info["height"], info["width"]), dtype=bool)
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks)
+
+
+# The datasets of ../shared/data and their evaluation splits (see its README).
+SHARED_DATASETS: Dict[str, Callable[[Path, str], MaskDataset]] = {
+    "pennfudan": lambda root, split: PennFudan(root / "pennfudan", split, eval_count=50),
+    "dsb2018": lambda root, split: LabelMapFolder(root / "dsb2018" / "images", root / "dsb2018" / "labels", split,
+                                                  eval_count=64),
+    "coco128-seg": lambda root, split: YoloSegFolder(root / "coco128-seg", split, eval_count=26),
+    "bsds500": lambda root, split: BSDS500(root / "bsds500", {"eval": "test"}.get(split, split)),
+}
+
+
+def shared_dataset(name: str, split: str, root: PathLike) -> MaskDataset:
+    """A dataset of the shared data folder `root` by name, with its documented split.
+
+    For bsds500 the splits are train, val and test ("eval" is test, kept for edge evaluation).
+    """
+    if name not in SHARED_DATASETS:
+        raise SegAnyError(f"unknown dataset {name!r}; known: {', '.join(SHARED_DATASETS)}")
+    return SHARED_DATASETS[name](Path(root), split)
