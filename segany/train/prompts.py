@@ -25,12 +25,15 @@ class Prompt:
         return Prompt(np.vstack([self.points, [[x, y]]]), np.append(self.labels, label), self.box)
 
 
-def sample_first_prompt(mask: np.ndarray, rng: np.random.Generator) -> Prompt:
-    """A point inside the (H, W) bool mask or its noisy box, each with probability 1/2."""
+def sample_first_prompt(mask: np.ndarray, rng: np.random.Generator, kind: Optional[str] = None) -> Prompt:
+    """A point inside the (H, W) bool mask or its noisy box: `kind` "point" or "box", or each
+    with probability 1/2 when kind is None."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         raise ValueError("cannot prompt for an empty mask")
-    if rng.random() < 0.5:
+    if kind not in (None, "point", "box"):
+        raise ValueError(f"kind must be 'point', 'box' or None; got {kind!r}")
+    if kind == "point" or (kind is None and rng.random() < 0.5):
         i = rng.integers(len(xs))
         return Prompt(np.array([[xs[i], ys[i]]], dtype=np.float64), np.array([1]))
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)

@@ -1,0 +1,105 @@
+"""Simulated interactive segmentation: the 11 decoder rounds per mask of SAM's training.
+
+For every ground-truth mask: round 1 prompts with a point or a noisy box (`prompts`); rounds
+2-9 each add a point drawn from the error region of the previous prediction; two more rounds
+add nothing, one at a random place and one last. From round 2 on, the previous round's
+unthresholded low-res logits of its most confident mask are the mask prompt. Everything runs
+on the low-res grid (image_size / 4): targets are the ground truth there, and a point drawn in
+a low-res cell is prompted at the centre of that cell in input pixels.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..modeling import Sam
+from ..transforms import ResizeLongestSide
+from .losses import mask_iou, sam_loss
+from .prompts import Prompt, sample_correction_point, sample_first_prompt
+
+ROUNDS = 11
+POINT_ROUNDS = 8  # rounds that add a sampled point, after the first
+
+
+@dataclass
+class Example:
+    """An image ready for the model and its masks on the low-res grid."""
+
+    image: torch.Tensor  # (3, S, S) normalised and padded, S = model image size
+    targets: torch.Tensor  # (N, S/4, S/4) float in {0, 1}
+
+
+def prepare_example(model: Sam, image: np.ndarray, masks: np.ndarray) -> Example:
+    """(H, W, 3) uint8 image and (N, H, W) bool masks -> model input and low-res targets."""
+    size = model.image_encoder.img_size
+    resized = ResizeLongestSide(size).apply_image(image)
+    pixels = torch.as_tensor(resized).permute(2, 0, 1).float()
+    h, w = pixels.shape[1:]
+    # Masks follow the image: resized to (h, w), padded like it, then averaged onto the grid.
+    masks_t = torch.as_tensor(masks, dtype=torch.float32)[:, None]
+    masks_t = F.interpolate(masks_t, (h, w), mode="bilinear", align_corners=False)
+    masks_t = F.pad(masks_t, (0, size - w, 0, size - h))
+    low_res = F.avg_pool2d(masks_t, 4)[:, 0]
+    return Example(model.preprocess(pixels), (low_res > 0.5).float())
+
+
+def _to_tensors(prompts: List[Prompt], scale: float) -> Dict[str, Any]:
+    """Prompts in low-res cells -> prompt-encoder points and boxes in input pixels (cell centres)."""
+    kwargs: Dict[str, Any] = {"points": None, "boxes": None}
+    count = max(len(p.points) for p in prompts)
+    if count:
+        coords = torch.zeros(len(prompts), count, 2)
+        labels = torch.full((len(prompts), count), -1, dtype=torch.int)  # -1: padding
+        for i, prompt in enumerate(prompts):
+            coords[i, : len(prompt.points)] = torch.as_tensor((prompt.points + 0.5) * scale)
+            labels[i, : len(prompt.labels)] = torch.as_tensor(prompt.labels)
+        kwargs["points"] = (coords, labels)
+    if any(p.box is not None for p in prompts):
+        if not all(p.box is not None for p in prompts):
+            raise ValueError("a batch of prompts has boxes for all masks or for none")
+        kwargs["boxes"] = torch.as_tensor(np.stack([p.box for p in prompts]) * scale, dtype=torch.float32)
+    return kwargs
+
+
+def simulate_interaction(
+    model: Sam, embedding: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
+) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Loss of the 11 rounds for the N masks of one image (mean over rounds).
+
+    embedding: (1, C, h, w) from the image encoder (with gradients when it is trained);
+    targets: (N, S/4, S/4). Returns the loss and metrics: mIoU of the first and last rounds.
+    """
+    scale = model.image_encoder.img_size / targets.shape[-1]
+    truths = targets.numpy() > 0.5
+    # The masks of an image are decoded as one batch, which takes one kind of first prompt.
+    kind = "box" if rng.random() < 0.5 else "point"
+    prompts = [sample_first_prompt(truth, rng, kind) for truth in truths]
+    blank_round = 1 + int(rng.integers(POINT_ROUNDS + 1))  # a round without a new point, among the others
+    image_pe = model.prompt_encoder.get_dense_pe()
+    previous_logits = None
+    losses, ious = [], []
+    for round_index in range(ROUNDS):
+        adds_point = 0 < round_index < ROUNDS - 1 and round_index != blank_round
+        if adds_point and previous_logits is not None:
+            predicted = (previous_logits > 0).numpy()
+            prompts = [_corrected(p, pred, truth, rng) for p, pred, truth in zip(prompts, predicted, truths)]
+        sparse, dense = model.prompt_encoder(
+            masks=None if previous_logits is None else previous_logits[:, None], **_to_tensors(prompts, scale)
+        )
+        # One point or a box alone is ambiguous: 3 masks, the best supervised; otherwise the single mask.
+        ambiguous = all(len(p.points) + (p.box is not None) == 1 for p in prompts)
+        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=ambiguous)
+        loss, _ = sam_loss(logits, iou, targets)
+        losses.append(loss)
+        best = iou.argmax(dim=1)
+        previous_logits = logits[torch.arange(len(best)), best].detach()
+        ious.append(mask_iou(previous_logits, targets).mean().item())
+    return torch.stack(losses).mean(), {"first_round_miou": ious[0], "last_round_miou": ious[-1]}
+
+
+def _corrected(prompt: Prompt, predicted: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> Prompt:
+    point = sample_correction_point(predicted, truth, rng)
+    return prompt if point is None else prompt.add_point(*point)
