@@ -190,6 +190,18 @@ def cmd_auto(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train.trainer import TrainConfig, train
+
+    config = TrainConfig.from_file(Path(args.config)) if args.config else TrainConfig()
+    for name in ("output", "steps", "workers", "init", "data_root"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    train(config, resume=args.resume, stop_after=args.for_steps)
+    print(f"{config.output}: model.safetensors, last.pt (resume state), metrics.csv")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -249,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     auto.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (faster, ~1%% error)")
     auto.set_defaults(run=cmd_auto)
+
+    tr = sub.add_parser("train", help="train or fine-tune a model (the paper's recipe)")
+    tr.add_argument("config", nargs="?", help="YAML or JSON file of segany.train.trainer.TrainConfig fields")
+    tr.add_argument("--output", help="run folder (overrides the config)")
+    tr.add_argument("--steps", type=int, help="total steps (overrides the config)")
+    tr.add_argument("--init", help="checkpoint to start from: " + model_help)
+    tr.add_argument("--data-root", help="folder of the shared datasets (default ../shared/data)")
+    tr.add_argument("--workers", type=int, help="data loading processes")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    tr.add_argument("--for-steps", type=int, help="stop after this many steps of this run (resume later)")
+    tr.set_defaults(run=cmd_train)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)

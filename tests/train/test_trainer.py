@@ -1,0 +1,73 @@
+import csv
+
+import pytest
+import torch
+
+import segany
+from conftest import MICRO
+from segany.cli import main
+from segany.errors import SegAnyError
+from segany.train.trainer import TrainConfig, learning_rate, train
+
+
+@pytest.fixture(scope="module")
+def micro_init(tmp_path_factory):
+    path = tmp_path_factory.mktemp("init") / "micro.safetensors"
+    segany.save_model(segany.random_model(MICRO, seed=4), path)
+    return str(path)
+
+
+def config_for(tmp_path, micro_init, shared_data, **changes):
+    values = dict(output=str(tmp_path), init=micro_init, data_root=str(shared_data), steps=6, masks_per_image=3,
+                  warmup_steps=2, checkpoint_every=2, workers=0, datasets={"pennfudan": 1.0, "coco128-seg": 1.0})
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, micro_init, shared_data):
+    whole = train(config_for(tmp_path / "whole", micro_init, shared_data), progress=False)
+    first = config_for(tmp_path / "parts", micro_init, shared_data, workers=1)
+    train(first, stop_after=3, progress=False)
+    resumed = train(first, resume=True, progress=False)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with (tmp_path / "parts" / "metrics.csv").open() as file:
+        steps = [row["step"] for row in csv.DictReader(file)]
+    assert steps == [str(i) for i in range(6)]  # every step once, header once
+    assert segany.load_model(tmp_path / "parts" / "model.safetensors").config == MICRO
+
+
+def test_frozen_parts_do_not_change(tmp_path, micro_init, shared_data):
+    model = train(config_for(tmp_path, micro_init, shared_data, steps=2, freeze=["image_encoder"]), progress=False)
+    start = segany.load_model(micro_init)
+    for name, value in model.image_encoder.state_dict().items():
+        assert torch.equal(value, start.image_encoder.state_dict()[name]), name
+    assert not torch.equal(model.mask_decoder.iou_token.weight, start.mask_decoder.iou_token.weight)
+
+
+def test_schedule_warms_up_then_decays():
+    config = TrainConfig(steps=90, lr=1e-3, warmup_steps=10, decay_at=[2 / 3, 26 / 27])
+    assert learning_rate(config, 0) == pytest.approx(1e-4) and learning_rate(config, 9) == pytest.approx(1e-3)
+    assert learning_rate(config, 59) == pytest.approx(1e-3) and learning_rate(config, 60) == pytest.approx(1e-4)
+    assert learning_rate(config, 89) == pytest.approx(1e-5)
+
+
+def test_config_errors_are_one_line(tmp_path, micro_init, shared_data, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nlearning_rate: 0.1\n")
+    assert main(["train", str(bad)]) == 2
+    assert "unknown field(s) learning_rate" in capsys.readouterr().err
+    with pytest.raises(SegAnyError, match="freeze: unknown part 'decoder'"):
+        train(config_for(tmp_path / "x", micro_init, shared_data, freeze=["decoder"]), progress=False)
+    with pytest.raises(SegAnyError, match="nothing to resume from"):
+        train(config_for(tmp_path / "y", micro_init, shared_data), resume=True, progress=False)
+
+
+def test_train_command_runs_from_a_yaml_file(tmp_path, micro_init, shared_data, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"init: {micro_init}\ndata_root: {shared_data}\nsteps: 2\nwarmup_steps: 1\n"
+                      "masks_per_image: 2\nworkers: 0\ndatasets: {pennfudan: 1.0}\n")
+    assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "last.pt").exists()
+    assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
+    assert "holds a run already" in capsys.readouterr().err
