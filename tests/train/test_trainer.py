@@ -19,7 +19,8 @@ def micro_init(tmp_path_factory):
 
 def config_for(tmp_path, micro_init, shared_data, **changes):
     values = dict(output=str(tmp_path), init=micro_init, data_root=str(shared_data), steps=6, masks_per_image=3,
-                  warmup_steps=2, checkpoint_every=2, workers=0, datasets={"pennfudan": 1.0, "coco128-seg": 1.0})
+                  warmup_steps=2, checkpoint_every=2, workers=0, validation_images=1,
+                  datasets={"pennfudan": 1.0, "coco128-seg": 1.0})
     values.update(changes)
     return TrainConfig(**values)
 
@@ -35,6 +36,10 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, micro_init, shared_d
         steps = [row["step"] for row in csv.DictReader(file)]
     assert steps == [str(i) for i in range(6)]  # every step once, header once
     assert segany.load_model(tmp_path / "parts" / "model.safetensors").config == MICRO
+    with (tmp_path / "parts" / "validation.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["step"], r["dataset"]) for r in rows] == [("6", "pennfudan"), ("6", "coco128-seg")]
+    assert all(0 <= float(r["oracle_miou"]) <= 1 and int(r["objects"]) > 0 for r in rows)
 
 
 def test_frozen_parts_do_not_change(tmp_path, micro_init, shared_data):
