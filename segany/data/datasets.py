@@ -11,7 +11,7 @@ Every dataset is a sequence of `Sample`s: the RGB image, its masks as an (N, H, 
 - `SA1BFolder`: SA-1B image + per-image JSON pairs.
 
 `shared_dataset(name, split)` opens the datasets of `../shared/data` with the splits its README
-names (the last images by sorted name are for evaluation only).
+names (the last images by sorted name are for evaluation only), and "synthetic" scenes.
 """
 
 import abc
@@ -249,7 +249,17 @@ SHARED_DATASETS: Dict[str, Callable[[Path, str], MaskDataset]] = {
                                                   eval_count=64),
     "coco128-seg": lambda root, split: YoloSegFolder(root / "coco128-seg", split, eval_count=26),
     "bsds500": lambda root, split: BSDS500(root / "bsds500", {"eval": "test"}.get(split, split)),
+    # Not from the folder: procedural nested objects (segany.data.synthetic), other seeds for eval.
+    "synthetic": lambda root, split: _synthetic(split),
 }
+
+
+def _synthetic(split: str) -> MaskDataset:
+    from .synthetic import SyntheticScenes
+
+    if split not in SPLITS:
+        raise SegAnyError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    return SyntheticScenes(count=100, seed=1) if split == "eval" else SyntheticScenes(count=10000, seed=0)
 
 
 def shared_dataset(name: str, split: str, root: PathLike) -> MaskDataset:
