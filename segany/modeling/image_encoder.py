@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .common import LayerNorm2d, MLPBlock
 
@@ -47,6 +48,7 @@ class ImageEncoderViT(nn.Module):
         self.pos_embed: Optional[nn.Parameter] = None
         if use_abs_pos:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.gradient_checkpointing = False
         self.blocks = nn.ModuleList(
             Block(
                 dim=embed_dim,
@@ -72,7 +74,11 @@ class ImageEncoderViT(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed
         for block in self.blocks:
-            x = block(x)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                # Training memory: keep block inputs only, recompute the rest during backward.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))
 
 

@@ -9,8 +9,9 @@ a low-res cell is prompted at the centre of that cell in input pixels.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -32,18 +33,38 @@ class Example:
     targets: torch.Tensor  # (N, S/4, S/4) float in {0, 1}
 
 
-def prepare_example(model: Sam, image: np.ndarray, masks: np.ndarray) -> Example:
-    """(H, W, 3) uint8 image and (N, H, W) bool masks -> model input and low-res targets."""
+def prepare_example(
+    model: Sam,
+    image: np.ndarray,
+    masks: np.ndarray,
+    jitter: Optional[Sequence[float]] = None,
+    rng: Optional[np.random.Generator] = None,
+) -> Example:
+    """(H, W, 3) uint8 image and (N, H, W) bool masks -> model input and low-res targets.
+
+    jitter: (low, high) for large-scale jitter: the long side becomes image_size x a scale drawn
+    from [low, high], then a random image_size square is cropped (or the image padded).
+    Without it the image is resized exactly as `SamPredictor` does.
+    """
     size = model.image_encoder.img_size
-    resized = ResizeLongestSide(size).apply_image(image)
-    pixels = torch.as_tensor(resized).permute(2, 0, 1).float()
-    h, w = pixels.shape[1:]
-    # Masks follow the image: resized to (h, w), padded like it, then averaged onto the grid.
     masks_t = torch.as_tensor(masks, dtype=torch.float32)[:, None]
+    if jitter is None:
+        resized = torch.as_tensor(ResizeLongestSide(size).apply_image(image)).permute(2, 0, 1).float()
+        h, w = resized.shape[1:]
+        top = left = 0
+    else:
+        longest = max(1, round(size * rng.uniform(*jitter)))
+        h, w = (max(1, round(n * longest / max(image.shape[:2]))) for n in image.shape[:2])
+        resized = torch.as_tensor(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1).float()
+        top, left = int(rng.integers(max(h - size, 0) + 1)), int(rng.integers(max(w - size, 0) + 1))
+    # Masks follow the image: resized to (h, w), cropped and padded like it, then averaged onto the grid.
     masks_t = F.interpolate(masks_t, (h, w), mode="bilinear", align_corners=False)
-    masks_t = F.pad(masks_t, (0, size - w, 0, size - h))
+    pixels, masks_t = (t[..., top : top + size, left : left + size] for t in (resized, masks_t))
+    ch, cw = pixels.shape[1:]
+    pixels = model.preprocess(pixels)  # normalised, padded to size
+    masks_t = F.pad(masks_t, (0, size - cw, 0, size - ch))
     low_res = F.avg_pool2d(masks_t, 4)[:, 0]
-    return Example(model.preprocess(pixels), (low_res > 0.5).float())
+    return Example(pixels, (low_res > 0.5).float())
 
 
 def _to_tensors(prompts: List[Prompt], scale: float) -> Dict[str, Any]:

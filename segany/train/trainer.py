@@ -47,6 +47,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     layer_decay: float = 0.8  # ViT block i of n gets lr * layer_decay ** (n - i)
     freeze: List[str] = field(default_factory=list)  # parts kept as they are
+    jitter: Optional[List[float]] = None  # large-scale jitter scales, e.g. [0.1, 2.0]
+    bf16: bool = False  # bfloat16 autocast for matrix products
+    checkpoint_encoder: bool = False  # gradient checkpointing of the ViT blocks (less memory)
     checkpoint_every: int = 200
     validate_every: int = 0  # steps between validations (0: only at the end)
     validation_images: int = 8  # per dataset, from its evaluation split
@@ -85,8 +88,8 @@ class StepData(Dataset):
     """Item k is the training example of step k: drawn from the mixture with generator (seed, k)."""
 
     def __init__(self, model: Sam, datasets: Dict[str, MaskDataset], weights: Dict[str, float],
-                 masks_per_image: int, seed: int) -> None:
-        self.model, self.datasets, self.seed = model, datasets, seed
+                 masks_per_image: int, seed: int, jitter: Optional[List[float]] = None) -> None:
+        self.model, self.datasets, self.seed, self.jitter = model, datasets, seed, jitter
         self.names = list(datasets)
         total = sum(weights[n] for n in self.names)
         self.probabilities = [weights[n] / total for n in self.names]
@@ -102,7 +105,7 @@ class StepData(Dataset):
         masks = sample.masks[sample.masks.reshape(len(sample.masks), -1).any(axis=1)]
         if len(masks) > self.masks_per_image:
             masks = masks[np.sort(rng.choice(len(masks), self.masks_per_image, replace=False))]
-        example = prepare_example(self.model, sample.image, masks)
+        example = prepare_example(self.model, sample.image, masks, self.jitter, rng)
         keep = example.targets.flatten(1).any(dim=1)  # masks too small for the low-res grid
         return Example(example.image, example.targets[keep])
 
@@ -139,6 +142,7 @@ def build_model(config: TrainConfig) -> Sam:
     model = load_model(config.init) if config.init else random_model(config.model, seed=config.seed)
     for part in config.freeze:
         getattr(model, part).requires_grad_(False)
+    model.image_encoder.gradient_checkpointing = config.checkpoint_encoder
     return model.train()
 
 
@@ -168,7 +172,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
 
     datasets = {name: shared_dataset(name, "train", config.data_root) for name in config.datasets}
-    data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed)
+    data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
     loader = DataLoader(data, sampler=range(start, end), batch_size=None, num_workers=config.workers)
     encoder_frozen = "image_encoder" in config.freeze
     metrics_path = output / "metrics.csv"
@@ -185,10 +189,11 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
             for group in optimizer.param_groups:
                 group["lr"] = rate * group["lr_scale"]
             torch.manual_seed(config.seed * 1_000_003 + step)
-            with torch.set_grad_enabled(not encoder_frozen):
-                embedding = model.image_encoder(example.image[None])
-            loss, values = simulate_interaction(model, embedding, example.targets,
-                                                np.random.default_rng([config.seed, step, 1]))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                with torch.set_grad_enabled(not encoder_frozen):
+                    embedding = model.image_encoder(example.image[None])
+                loss, values = simulate_interaction(model, embedding, example.targets,
+                                                    np.random.default_rng([config.seed, step, 1]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

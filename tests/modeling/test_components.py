@@ -116,3 +116,18 @@ def test_mask_upscaling_is_bit_identical(input_size, original_size):
     want = OfficialSam.postprocess_masks(ours, low_res, input_size, original_size)
     got = ours.postprocess_masks(low_res, input_size, original_size)
     assert torch.equal(got, want)
+
+
+def test_gradient_checkpointing_gives_the_same_values_and_gradients(models):
+    ours, _ = models
+    x = torch.randn(1, 3, MICRO.image_size, MICRO.image_size, generator=torch.Generator().manual_seed(5))
+    results = []
+    for checkpointing in (False, True):
+        ours.image_encoder.gradient_checkpointing = checkpointing
+        ours.zero_grad()
+        out = ours.image_encoder(x)
+        out.square().mean().backward()
+        results.append((out.detach(), ours.image_encoder.patch_embed.proj.weight.grad.clone()))
+    ours.image_encoder.gradient_checkpointing = False
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)

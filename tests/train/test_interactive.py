@@ -63,3 +63,25 @@ def test_rounds_add_points_from_the_errors(shared_data, monkeypatch):
     counts = [c if c is not None else [0] * len(sample.masks) for c, _ in seen]
     first = counts[0][0]
     assert counts[-1] == [first + 8] * len(sample.masks)  # random weights: errors everywhere
+
+
+def test_large_scale_jitter_moves_image_and_masks_together():
+    model = segany.random_model(MICRO)
+    image = np.zeros((300, 400, 3), np.uint8)
+    masks = np.zeros((2, 300, 400), bool)
+    masks[0, 50:200, 100:250] = True
+    masks[1, 220:290, 10:390] = True
+    image[masks[0]] = (255, 0, 0)
+    image[masks[1]] = (0, 255, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        example = prepare_example(model, image, masks, jitter=(0.3, 2.0), rng=rng)
+        assert example.image.shape == (3, 256, 256) and example.targets.shape == (2, 64, 64)
+        pixels = example.image * model.pixel_std + model.pixel_mean  # back to 0-255 (padding: the mean)
+        grid = torch.nn.functional.avg_pool2d(pixels[None], 4)[0]
+        for channel, target in zip((0, 1), example.targets):
+            # mostly this colour, and no padding (the padding reads as the mean colour, blue 104)
+            coloured = (grid[channel] > 128) & (grid[1 - channel] < 32) & (grid[2] < 32)
+            if target.sum() > 20:
+                overlap = (coloured & (target > 0)).sum() / (coloured | (target > 0)).sum()
+                assert overlap > 0.8

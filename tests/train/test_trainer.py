@@ -76,3 +76,11 @@ def test_train_command_runs_from_a_yaml_file(tmp_path, micro_init, shared_data, 
     assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "last.pt").exists()
     assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 2
     assert "holds a run already" in capsys.readouterr().err
+
+
+def test_bf16_checkpointed_jittered_training_runs(tmp_path, micro_init, shared_data):
+    config = config_for(tmp_path, micro_init, shared_data, steps=2, bf16=True, checkpoint_encoder=True,
+                        jitter=[0.3, 2.0], datasets={"synthetic": 1.0, "pennfudan": 1.0})
+    model = train(config, progress=False)
+    assert model.image_encoder.gradient_checkpointing
+    assert all(torch.isfinite(p).all() for p in model.parameters())
