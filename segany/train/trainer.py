@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..checkpoint import load_model, random_model, save_model
 from ..errors import SegAnyError
 from ..fileio import atomic_path
-from ..modeling import Sam
+from ..modeling import Sam, SamConfig
 from ..data import MaskDataset, shared_dataset
 from ..eval.points import single_point_scores
 from ..predictor import SamPredictor
@@ -35,7 +35,7 @@ class TrainConfig:
     """What `segany train` reads from a YAML/JSON file (all fields optional)."""
 
     output: str = "runs/train"  # folder: checkpoints, metrics.csv, config.json
-    model: str = "vit_tiny"  # architecture to start from random weights...
+    model: Any = "vit_tiny"  # architecture for random weights: a name or SamConfig fields...
     init: Optional[str] = None  # ...or a checkpoint to start from (ours or official)
     data_root: str = "../shared/data"
     datasets: Dict[str, float] = field(default_factory=lambda: {"pennfudan": 1.0})  # name -> weight
@@ -139,7 +139,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def build_model(config: TrainConfig) -> Sam:
-    model = load_model(config.init) if config.init else random_model(config.model, seed=config.seed)
+    if config.init:
+        model = load_model(config.init)
+    else:
+        architecture = SamConfig.from_dict(config.model) if isinstance(config.model, dict) else config.model
+        model = random_model(architecture, seed=config.seed)
     for part in config.freeze:
         getattr(model, part).requires_grad_(False)
     model.image_encoder.gradient_checkpointing = config.checkpoint_encoder

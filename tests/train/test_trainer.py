@@ -84,3 +84,13 @@ def test_bf16_checkpointed_jittered_training_runs(tmp_path, micro_init, shared_d
     model = train(config, progress=False)
     assert model.image_encoder.gradient_checkpointing
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_architecture_can_be_given_as_config_fields(tmp_path, shared_data):
+    fields = {"image_size": 256, "encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2,
+              "encoder_global_attn_indexes": [1], "encoder_window_size": 6, "prompt_embed_dim": 64,
+              "decoder_mlp_dim": 128, "iou_head_hidden_dim": 64}
+    config = TrainConfig(output=str(tmp_path), model=fields, data_root=str(shared_data), steps=1, warmup_steps=1,
+                         masks_per_image=2, workers=0, validation_images=1, datasets={"synthetic": 1.0})
+    model = train(config, progress=False)
+    assert model.config == MICRO
