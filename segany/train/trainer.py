@@ -188,22 +188,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
         bar = tqdm(zip(range(start, end), loader), total=config.steps, initial=start, disable=not progress,
                    desc="segany train", unit="step")
         for step, example in bar:
-            began = time.perf_counter()
-            rate = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = rate * group["lr_scale"]
-            torch.manual_seed(config.seed * 1_000_003 + step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                with torch.set_grad_enabled(not encoder_frozen):
-                    embedding = model.image_encoder(example.image[None])
-                loss, values = simulate_interaction(model, embedding, example.targets,
-                                                    np.random.default_rng([config.seed, step, 1]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            writer.writerow([step, f"{loss.item():.6f}", f"{values['first_round_miou']:.4f}",
-                             f"{values['last_round_miou']:.4f}", f"{rate:.3e}", f"{time.perf_counter() - began:.3f}"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{values['last_round_miou']:.2f}")
+            if len(example.targets):
+                row = _train_step(model, optimizer, config, step, example, encoder_frozen)
+                bar.set_postfix(loss=row[1], miou=row[3])
+                writer.writerow(row)
+            else:  # every mask fell between grid cells (e.g. jittered very small): nothing to learn
+                writer.writerow([step, "nan", "nan", "nan", "0", "0"])
             done = step + 1
             if done % config.checkpoint_every == 0 or done == end:
                 metrics_file.flush()
@@ -212,6 +202,26 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
                 validate(model, config, done, output / "validation.csv", bar)
     save_model(model.eval(), output / "model.safetensors")
     return model
+
+
+def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, example: Example,
+                encoder_frozen: bool) -> List[str]:
+    """One optimizer step on one image; returns its metrics row."""
+    began = time.perf_counter()
+    rate = learning_rate(config, step)
+    for group in optimizer.param_groups:
+        group["lr"] = rate * group["lr_scale"]
+    torch.manual_seed(config.seed * 1_000_003 + step)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.set_grad_enabled(not encoder_frozen):
+            embedding = model.image_encoder(example.image[None])
+        loss, values = simulate_interaction(model, embedding, example.targets,
+                                            np.random.default_rng([config.seed, step, 1]))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return [str(step), f"{loss.item():.6f}", f"{values['first_round_miou']:.4f}", f"{values['last_round_miou']:.4f}",
+            f"{rate:.3e}", f"{time.perf_counter() - began:.3f}"]
 
 
 def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Optional[tqdm] = None) -> None:

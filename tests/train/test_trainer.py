@@ -94,3 +94,15 @@ def test_architecture_can_be_given_as_config_fields(tmp_path, shared_data):
                          masks_per_image=2, workers=0, validation_images=1, datasets={"synthetic": 1.0})
     model = train(config, progress=False)
     assert model.config == MICRO
+
+
+def test_steps_whose_masks_all_vanish_are_skipped(tmp_path, micro_init, shared_data):
+    """Jittered to a few pixels, every mask falls between grid cells: nothing to learn, no crash."""
+    config = config_for(tmp_path, micro_init, shared_data, steps=3, jitter=[0.01, 0.02], validation_images=1)
+    model = train(config, progress=False)
+    start = segany.load_model(micro_init)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, start.state_dict()[name]), name
+    with (tmp_path / "metrics.csv").open() as file:
+        assert [row["loss"] for row in csv.DictReader(file)] == ["nan"] * 3
+    assert (tmp_path / "last.pt").exists()
