@@ -96,7 +96,7 @@ class StepData(Dataset):
         self.masks_per_image = masks_per_image
 
     def __len__(self) -> int:
-        return 2**62
+        return 2**62  # one item per step, as many steps as asked: the sampler picks the range
 
     def __getitem__(self, step: int) -> Example:
         rng = np.random.default_rng([self.seed, step, 0])
