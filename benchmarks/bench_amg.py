@@ -123,7 +123,7 @@ def main() -> None:
         ratios = [values[0] / v if v > 0 else float("inf") for v in values[1:]]
         print(f"| {label} | " + " | ".join(f"{v:.2f}" if v < 100 else f"{v:.0f}" for v in values)
               + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
-    print(f"| masks | " + " | ".join(str(results[i]["masks"]) for i in impls) + " |" + " |" * (len(impls) - 1))
+    print("| masks | " + " | ".join(str(results[i]["masks"]) for i in impls) + " |" + " |" * (len(impls) - 1))
 
 
 if __name__ == "__main__":

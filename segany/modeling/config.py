@@ -1,7 +1,7 @@
 """Model configurations and the builder that turns one into a `Sam`."""
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 from .image_encoder import ImageEncoderViT
