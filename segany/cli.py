@@ -24,7 +24,7 @@ from .checkpoint import (
 from .data.sa1b import write_sa1b
 from .errors import SegAnyError
 from .fileio import write_text_atomic
-from .image_io import read_image, write_png
+from .image_io import IMAGE_SUFFIXES, read_image, write_png
 from .masks import mask_to_bbox, mask_to_rle, rle_to_mask
 from .modeling import CONFIGS, config_name
 from .predictor import SamPredictor
@@ -122,9 +122,6 @@ def cmd_segment(args: argparse.Namespace) -> None:
     best = records[0]
     print(f"{out / best['file']}: predicted IoU {best['predicted_iou']:.3f}, area {best['area']} px "
           f"({len(records)} mask(s), overlay {out / (stem + '_overlay.png')})")
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 def list_images(source: Path) -> List[Path]:

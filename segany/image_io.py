@@ -10,6 +10,9 @@ from .errors import ImageError
 from .fileio import atomic_path
 from .transforms import pil_to_array, to_rgb_uint8
 
+# Suffixes taken for images when a folder is listed.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
 
 def read_image(path: Union[str, Path]) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright per its EXIF orientation.

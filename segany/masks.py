@@ -1,6 +1,6 @@
 """Binary mask encodings: COCO run-length encoding (compressed and uncompressed), boxes and areas."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -88,6 +88,11 @@ def mask_to_uncompressed_rle(mask: np.ndarray) -> Rle:
     if flat.size and flat[0]:
         counts.insert(0, 0)
     return {"size": [int(s) for s in mask.shape], "counts": counts}
+
+
+def stack_masks(masks: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """(H, W) bool masks -> one (N, H, W) bool array; (0, H, W) when there are none."""
+    return np.stack(masks).astype(bool, copy=False) if len(masks) else np.zeros((0, height, width), dtype=bool)
 
 
 def mask_to_bbox(mask: np.ndarray) -> List[int]:

@@ -24,12 +24,11 @@ import cv2
 import numpy as np
 
 from ..errors import SegAnyError
-from ..image_io import read_image
-from ..masks import rle_to_mask
+from ..image_io import IMAGE_SUFFIXES, read_image
+from ..masks import rle_to_mask, stack_masks
 from .sa1b import read_sa1b
 
 PathLike = Union[str, Path]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "eval", "all")
 
 
@@ -145,8 +144,7 @@ class YoloSegFolder(MaskDataset):
             mask = np.zeros((height, width), dtype=np.uint8)
             cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
             masks.append(mask.astype(bool))
-        masks = np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
-        return Sample(name, image, masks)
+        return Sample(name, image, stack_masks(masks, height, width))
 
 
 class CocoJson(MaskDataset):
@@ -182,7 +180,7 @@ class CocoJson(MaskDataset):
                 masks.append(mask_utils.decode(rle).astype(bool))
             else:
                 masks.append(rle_to_mask(segmentation))
-        masks = np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
+        masks = stack_masks(masks, height, width)
         _check_shape(name, image, masks)
         return Sample(name, image, masks)
 
@@ -236,8 +234,7 @@ class SA1BFolder(MaskDataset):
     def load(self, name: str) -> Sample:
         info, annotations = read_sa1b(self.documents[name])
         image = read_image(self.images_dir / info["file_name"])
-        masks = np.stack([a["mask"] for a in annotations]) if annotations else np.zeros(
-            (0, info["height"], info["width"]), dtype=bool)
+        masks = stack_masks([a["mask"] for a in annotations], info["height"], info["width"])
         _check_shape(name, image, masks)
         return Sample(name, image, masks)
 

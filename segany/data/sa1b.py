@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..fileio import write_text_atomic
-from ..masks import rle_to_mask
+from ..masks import rle_to_mask, stack_masks
 
 ANNOTATION_FIELDS = ("id", "segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score",
                      "crop_box")
@@ -85,6 +85,4 @@ def read_sa1b(path: Union[str, Path], masks: bool = True) -> Tuple[Dict[str, Any
 def read_sa1b_masks(path: Union[str, Path]) -> np.ndarray:
     """All masks of an SA-1B JSON file as an (N, H, W) bool array."""
     image, annotations = read_sa1b(path)
-    if not annotations:
-        return np.zeros((0, image["height"], image["width"]), dtype=bool)
-    return np.stack([a["mask"] for a in annotations])
+    return stack_masks([a["mask"] for a in annotations], image["height"], image["width"])

@@ -1,7 +1,7 @@
 """Single point valid mask (paper §7.1): prompt each object with one point, score the masks."""
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -40,7 +40,7 @@ def single_point_scores(predictor: SamPredictor, dataset: MaskDataset, limit: Op
     for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
         sample = dataset[index]
         predictor.set_image(sample.image)
-        for truth in _nonempty(sample.masks):
+        for truth in (m for m in sample.masks if m.any()):
             point, label = np.array([center_point(truth)], dtype=np.float64), np.array([1])
             masks, scores, _ = predictor.predict(point, label, multimask_output=True)
             ious = [mask_iou(m, truth) for m in masks]
@@ -52,6 +52,3 @@ def single_point_scores(predictor: SamPredictor, dataset: MaskDataset, limit: Op
     mean = (lambda values: float(np.mean(values)) if values else float("nan"))
     return PointScores(mean(confident), mean(oracle), mean(single), count)
 
-
-def _nonempty(masks: np.ndarray) -> Iterable[np.ndarray]:
-    return (m for m in masks if m.any())

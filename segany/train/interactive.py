@@ -78,9 +78,7 @@ def _to_tensors(prompts: List[Prompt], scale: float) -> Dict[str, Any]:
             coords[i, : len(prompt.points)] = torch.as_tensor((prompt.points + 0.5) * scale)
             labels[i, : len(prompt.labels)] = torch.as_tensor(prompt.labels)
         kwargs["points"] = (coords, labels)
-    if any(p.box is not None for p in prompts):
-        if not all(p.box is not None for p in prompts):
-            raise ValueError("a batch of prompts has boxes for all masks or for none")
+    if prompts[0].box is not None:  # the first prompts of a batch are all boxes or all points
         kwargs["boxes"] = torch.as_tensor(np.stack([p.box for p in prompts]) * scale, dtype=torch.float32)
     return kwargs
 

@@ -180,11 +180,11 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
     loader = DataLoader(data, sampler=range(start, end), batch_size=None, num_workers=config.workers)
     encoder_frozen = "image_encoder" in config.freeze
     metrics_path = output / "metrics.csv"
-    _keep_metrics_before(metrics_path, start)  # rows past the checkpoint will be written again
+    kept = _metrics_before(metrics_path, start)  # steps after the checkpoint are written again
+    with atomic_path(metrics_path) as tmp, tmp.open("w", newline="") as file:
+        csv.writer(file).writerows([METRICS] + kept)
     with metrics_path.open("a", newline="") as metrics_file:
         writer = csv.writer(metrics_file)
-        if start == 0:
-            writer.writerow(METRICS)
         bar = tqdm(zip(range(start, end), loader), total=config.steps, initial=start, disable=not progress,
                    desc="segany train", unit="step")
         for step, example in bar:
@@ -244,14 +244,12 @@ def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Option
     model.train()
 
 
-def _keep_metrics_before(path: Path, step: int) -> None:
+def _metrics_before(path: Path, step: int) -> List[List[str]]:
+    """Rows of an existing metrics.csv for the steps before `step`, without the header."""
     if not path.exists():
-        return
+        return []
     with path.open(newline="") as file:
-        rows = list(csv.reader(file))
-    kept = [rows[0]] + [row for row in rows[1:] if int(row[0]) < step] if rows else []
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        csv.writer(file).writerows(kept if step > 0 else [])
+        return [row for row in list(csv.reader(file))[1:] if int(row[0]) < step]
 
 
 def _save_state(path: Path, model: Sam, optimizer: torch.optim.Optimizer, step: int) -> None:
