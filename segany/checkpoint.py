@@ -35,6 +35,11 @@ OFFICIAL_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
 }
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
+# Models that ship inside the package (docs/models.md describes them).
+BUNDLED_MODELS: Dict[str, Path] = {"default": Path(__file__).parent / "weights" / "default.safetensors"}
+DEFAULT_MODEL = "default"
+MODEL_NAMES = [*BUNDLED_MODELS, *OFFICIAL_CHECKPOINTS]
+
 
 def weights_dir() -> Path:
     """Folder searched for named weights: $SEGANY_WEIGHTS, else ~/.cache/segany."""
@@ -44,7 +49,11 @@ def weights_dir() -> Path:
 def resolve_source(source: PathLike) -> Path:
     """A checkpoint path, or the file that a registered name stands for."""
     path = Path(source)
-    if path.exists() or str(source) not in OFFICIAL_CHECKPOINTS:
+    if path.exists():
+        return path
+    if str(source) in BUNDLED_MODELS:
+        return BUNDLED_MODELS[str(source)]
+    if str(source) not in OFFICIAL_CHECKPOINTS:
         return path
     _, filename = OFFICIAL_CHECKPOINTS[str(source)]
     located = weights_dir() / filename
@@ -209,7 +218,8 @@ def load_model(source: PathLike, device: Union[str, torch.device] = "cpu") -> Sa
     """A ready `Sam` (eval mode) from a checkpoint path or a registered name.
 
     source: an official checkpoint (`sam_vit_b_01ec64.pth`, ... or any state dict of that
-    layout), one of our `.safetensors` files, or a name in `OFFICIAL_CHECKPOINTS`.
+    layout), one of our `.safetensors` files, "default" (the bundled model) or a name in
+    `OFFICIAL_CHECKPOINTS`.
     """
     path = resolve_source(source)
     state_dict, config = read_checkpoint(path)

@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from .amg import SamAutomaticMaskGenerator
 from .checkpoint import (
+    DEFAULT_MODEL,
     OFFICIAL_CHECKPOINTS,
     convert_checkpoint,
     detect_config,
@@ -199,6 +201,34 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{config.output}: model.safetensors, last.pt (resume state), metrics.csv")
 
 
+def cmd_eval_prompts(args: argparse.Namespace) -> None:
+    from .data import shared_dataset
+    from .eval import grabcut_box_miou, prompt_scores
+
+    name, _, split = args.data.partition(":")
+    dataset = shared_dataset(name, split or "eval", args.data_root)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    predictor = SamPredictor(load_model(args.model, device=args.device))
+    scores = prompt_scores(predictor, dataset, args.limit)
+    results = {"model": str(args.model), "data": f"{name}:{split or 'eval'}", "limit": args.limit,
+               "scores": scores.to_dict(), "seconds": round(time.perf_counter() - began, 1)}
+    if args.grabcut:
+        results["grabcut_box_miou"] = grabcut_box_miou(dataset, args.limit)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    grabcut = f" | {results['grabcut_box_miou']:.3f}" if args.grabcut else ""
+    table = (
+        "| data | objects | 1-point mIoU (confident) | 1-point oracle | 1-point single | box mIoU"
+        + (" | GrabCut box mIoU |" if args.grabcut else " |")
+        + "\n|---|---|---|---|---|---|" + ("---|" if args.grabcut else "")
+        + f"\n| {results['data']} | {scores.objects} | {scores.confident:.3f} | {scores.oracle:.3f} | "
+        f"{scores.single:.3f} | {scores.box:.3f}{grabcut} |\n"
+    )
+    write_text_atomic(out / "results.md", table)
+    print(table, end="")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -220,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segany", description="Segment Anything on the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = (
-        "checkpoint: an official sam_vit_*.pth, a segany .safetensors, or a name "
-        f"({', '.join(OFFICIAL_CHECKPOINTS)}) found in $SEGANY_WEIGHTS"
+        "checkpoint: an official sam_vit_*.pth, a segany .safetensors, 'default' (the bundled model) "
+        f"or a name of Meta's ({', '.join(OFFICIAL_CHECKPOINTS)}) found in $SEGANY_WEIGHTS"
     )
 
     seg = sub.add_parser("segment", help="segment an image from point and box prompts")
@@ -229,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
                      help="prompt point in image pixels; LABEL 1 foreground (default), 0 background; repeatable")
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="prompt box in image pixels")
-    seg.add_argument("--model", required=True, help=model_help)
+    seg.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     seg.add_argument("--multimask", action="store_true", help="write the 3 ambiguity-aware masks, best first")
     seg.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     seg.add_argument("--bf16", action="store_true",
@@ -239,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     auto = sub.add_parser("auto", help="segment everything: SA-1B JSON per image from a grid of point prompts")
     auto.add_argument("input", help="an image, a folder of images, or a .txt file with one image path per line")
-    auto.add_argument("--model", required=True, help=model_help)
+    auto.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     auto.add_argument("-o", "--output", required=True, help="output folder: <stem>.json per image (skipped if present)")
     auto.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png, each mask in its colour")
     auto.add_argument("--points-per-side", type=int, default=32, help="grid points along each side (default 32)")
@@ -269,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     tr.add_argument("--for-steps", type=int, help="stop after this many steps of this run (resume later)")
     tr.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser("eval", help="zero-shot evaluation tasks")
+    tasks = ev.add_subparsers(dest="task", required=True)
+    prompts = tasks.add_parser("prompts", help="1-point and box mIoU on each object (paper section 7.1)")
+    prompts.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+    prompts.add_argument("--data", required=True, metavar="NAME[:SPLIT]",
+                         help="a dataset of --data-root (pennfudan, dsb2018, coco128-seg, bsds500, synthetic); "
+                              "split default: eval")
+    prompts.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
+    prompts.add_argument("--limit", type=int, help="first N images only")
+    prompts.add_argument("--grabcut", action="store_true", help="also score OpenCV GrabCut from the same boxes")
+    prompts.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    prompts.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
+    prompts.set_defaults(run=cmd_eval_prompts)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)

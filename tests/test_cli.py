@@ -229,3 +229,13 @@ def test_auto_input_errors_are_one_line(tmp_path, capsys, model_file, image_fold
     code, _, err = run(capsys, "auto", image_folder / "cat.png", "--model", model_file, "-o", tmp_path / "o",
                        "--points-per-side", "0")
     assert code == 2 and "points_per_side must be at least 1, got 0" in err
+
+
+def test_the_bundled_model_is_the_default(tmp_path):
+    model = segany.load_model("default")
+    assert model.image_encoder.img_size == 512
+    assert main(["segment", str(REPO / "examples" / "chelsea.png"), "--point", "220,150", "-o", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "chelsea.json").read_text())
+    assert record["model"] == "default"
+    mask = np.asarray(Image.open(tmp_path / "chelsea_mask.png")) > 0
+    assert 0 < mask.mean() < 1  # a trained model: a mask, neither empty nor everything

@@ -1,5 +1,15 @@
 """Zero-shot evaluation: prompting a model on datasets it was not trained on."""
 
-from .points import PointScores, center_point, mask_iou, single_point_scores
+from .baselines import grabcut_box_miou, grabcut_from_box
+from .prompts import PromptScores, center_point, mask_iou, objects, prompt_scores, tight_box
 
-__all__ = ["PointScores", "center_point", "mask_iou", "single_point_scores"]
+__all__ = [
+    "PromptScores",
+    "center_point",
+    "grabcut_box_miou",
+    "grabcut_from_box",
+    "mask_iou",
+    "objects",
+    "prompt_scores",
+    "tight_box",
+]

@@ -7,14 +7,18 @@ exactly as the uninterrupted run would, whatever the number of data workers.
 
 import csv
 import json
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..checkpoint import load_model, random_model, save_model
@@ -22,9 +26,10 @@ from ..errors import SegAnyError
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
 from ..data import MaskDataset, shared_dataset
-from ..eval.points import single_point_scores
+from ..eval.prompts import prompt_scores
 from ..predictor import SamPredictor
 from .interactive import Example, prepare_example, simulate_interaction
+from .warmup import init_for_localisation, localisation_warmup
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 METRICS = ["step", "loss", "first_round_miou", "last_round_miou", "lr", "seconds"]
@@ -41,6 +46,12 @@ class TrainConfig:
     datasets: Dict[str, float] = field(default_factory=lambda: {"pennfudan": 1.0})  # name -> weight
     steps: int = 1000  # one image per step
     masks_per_image: int = 16
+    # From random weights only: steps of the localisation warm-up on discs before the real data
+    # (see segany.train.warmup; about 0.1 s a step for the default model).
+    localisation_steps: int = 500
+    # From random weights only: the scale the image embedding starts at (the weight of the
+    # encoder's last norm; 1 in SAM's init). See segany.train.warmup.init_for_localisation.
+    initial_embedding_scale: float = 0.1
     lr: float = 8e-4
     warmup_steps: int = 250
     decay_at: List[float] = field(default_factory=lambda: [2 / 3, 26 / 27])  # fractions of steps; lr / 10 at each
@@ -144,6 +155,7 @@ def build_model(config: TrainConfig) -> Sam:
     else:
         architecture = SamConfig.from_dict(config.model) if isinstance(config.model, dict) else config.model
         model = random_model(architecture, seed=config.seed)
+        init_for_localisation(model, config.initial_embedding_scale)
     for part in config.freeze:
         getattr(model, part).requires_grad_(False)
     model.image_encoder.gradient_checkpointing = config.checkpoint_encoder
@@ -154,16 +166,20 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
     """Train as `config` says; with resume=True continue from `output/last.pt`.
 
     stop_after: train at most this many steps in this call, save, and return (resume later).
+    Started by `torchrun` (WORLD_SIZE > 1), every process trains on its own images and the
+    gradients are averaged (gloo); files are written by rank 0 alone.
     """
     config.check()
+    rank, world = _process_group()
     output = Path(config.output)
     state_path = output / "last.pt"
     if resume and not state_path.exists():
         raise SegAnyError(f"{state_path}: nothing to resume from")
     if not resume and state_path.exists():
         raise SegAnyError(f"{output}: holds a run already; resume it (--resume) or choose another output")
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    if rank == 0:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(asdict(config), indent=1))
 
     model = build_model(config)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
@@ -173,74 +189,149 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
+    elif not config.init and config.localisation_steps:
+        # Every process warms up alike (same seed), so a group starts in sync.
+        oracle = localisation_warmup(model, config.localisation_steps, config.seed, progress=progress and rank == 0)
+        if rank == 0:
+            print(f"localisation warm-up: oracle IoU on discs {oracle:.3f}", file=sys.stderr)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
 
     datasets = {name: shared_dataset(name, "train", config.data_root) for name in config.datasets}
     data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
-    loader = DataLoader(data, sampler=range(start, end), batch_size=None, num_workers=config.workers)
-    encoder_frozen = "image_encoder" in config.freeze
-    metrics_path = output / "metrics.csv"
-    kept = _metrics_before(metrics_path, start)  # steps after the checkpoint are written again
-    with atomic_path(metrics_path) as tmp, tmp.open("w", newline="") as file:
-        csv.writer(file).writerows([METRICS] + kept)
-    with metrics_path.open("a", newline="") as metrics_file:
-        writer = csv.writer(metrics_file)
-        bar = tqdm(zip(range(start, end), loader), total=config.steps, initial=start, disable=not progress,
-                   desc="segany train", unit="step")
+    # Process `rank` of `world` takes example step * world + rank: one process reads what it always did.
+    sampler = range(start * world + rank, end * world, world)
+    loader = DataLoader(data, sampler=sampler, batch_size=None, num_workers=config.workers)
+    log = _RunLog(output, start, config.steps) if rank == 0 else None
+    bar = tqdm(zip(range(start, end), loader), total=config.steps, initial=start,
+               disable=not progress or rank != 0, desc="segany train", unit="step")
+    try:
         for step, example in bar:
-            if len(example.targets):
-                row = _train_step(model, optimizer, config, step, example, encoder_frozen)
-                bar.set_postfix(loss=row[1], miou=row[3])
-                writer.writerow(row)
-            else:  # every mask fell between grid cells (e.g. jittered very small): nothing to learn
-                writer.writerow([step, "nan", "nan", "nan", "0", "0"])
+            row = _train_step(model, optimizer, config, step, step * world + rank, example, world)
             done = step + 1
-            if done % config.checkpoint_every == 0 or done == end:
-                metrics_file.flush()
-                _save_state(state_path, model, optimizer, done)
-            if done == config.steps or (config.validate_every and done % config.validate_every == 0):
-                validate(model, config, done, output / "validation.csv", bar)
-    save_model(model.eval(), output / "model.safetensors")
+            if log is not None:
+                log.write(row)
+                if row["loss"] == row["loss"]:  # not NaN: a step with masks
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", miou=f"{row['last_round_miou']:.3f}")
+                if done % config.checkpoint_every == 0 or done == end:
+                    _save_state(state_path, model, optimizer, done)
+                if done == config.steps or (config.validate_every and done % config.validate_every == 0):
+                    validate(model, config, done, output / "validation.csv", bar, log)
+    finally:
+        if log is not None:
+            log.close()
+    if rank == 0:
+        save_model(model.eval(), output / "model.safetensors")
     return model
 
 
-def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, example: Example,
-                encoder_frozen: bool) -> List[str]:
-    """One optimizer step on one image; returns its metrics row."""
+def _process_group() -> Tuple[int, int]:
+    """(rank, world size): from torchrun's environment, joining its process group; (0, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _RunLog:
+    """metrics.csv (line-buffered, so it can be watched) and TensorBoard events in output/tensorboard.
+
+    On resume, rows and events after the checkpoint are dropped: those steps are trained again.
+    """
+
+    def __init__(self, output: Path, start: int, steps: int) -> None:
+        path = output / "metrics.csv"
+        kept = _metrics_before(path, start)
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+            csv.writer(file).writerows([METRICS] + kept)
+        self.file = path.open("a", newline="", buffering=1)
+        self.csv = csv.writer(self.file)
+        self.board = SummaryWriter(str(output / "tensorboard"), purge_step=start)
+
+    def write(self, row: Dict[str, float]) -> None:
+        self.csv.writerow([int(row["step"])] + [_format(row[name]) for name in METRICS[1:]])
+        for name in METRICS[1:]:
+            if row[name] == row[name]:
+                self.board.add_scalar(f"train/{name}", row[name], int(row["step"]))
+
+    def validation(self, step: int, dataset: str, scores: Dict[str, float]) -> None:
+        for name, value in scores.items():
+            self.board.add_scalar(f"validation/{dataset}/{name}", value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        self.board.close()
+
+
+def _format(value: float) -> str:
+    return "nan" if value != value else f"{value:.6g}"
+
+
+def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, example_index: int,
+                example: Example, world: int) -> Dict[str, float]:
+    """One optimizer step (on one image per process); returns its metrics.
+
+    An image whose masks all vanished on the low-res grid (e.g. jittered very small) has nothing
+    to learn: alone, the step is skipped; in a group, the process contributes a zero gradient.
+    """
     began = time.perf_counter()
     rate = learning_rate(config, step)
+    row = {"step": step, "loss": float("nan"), "first_round_miou": float("nan"),
+           "last_round_miou": float("nan"), "lr": rate, "seconds": 0.0}
+    if not len(example.targets) and world == 1:
+        return row
     for group in optimizer.param_groups:
         group["lr"] = rate * group["lr_scale"]
-    torch.manual_seed(config.seed * 1_000_003 + step)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-        with torch.set_grad_enabled(not encoder_frozen):
-            embedding = model.image_encoder(example.image[None])
-        loss, values = simulate_interaction(model, embedding, example.targets,
-                                            np.random.default_rng([config.seed, step, 1]))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if len(example.targets):
+        torch.manual_seed(config.seed * 1_000_003 + example_index)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.set_grad_enabled("image_encoder" not in config.freeze):
+                embedding = model.image_encoder(example.image[None])
+            loss, values = simulate_interaction(model, embedding, example.targets,
+                                                np.random.default_rng([config.seed, example_index, 1]))
+        loss.backward()
+        row.update(values, loss=loss.item())
+    if world > 1:
+        _average_gradients(model, world)
     optimizer.step()
-    return [str(step), f"{loss.item():.6f}", f"{values['first_round_miou']:.4f}", f"{values['last_round_miou']:.4f}",
-            f"{rate:.3e}", f"{time.perf_counter() - began:.3f}"]
+    row["seconds"] = time.perf_counter() - began
+    return row
 
 
-def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Optional[tqdm] = None) -> None:
-    """Single-point mIoU on the evaluation split of every training dataset, appended to `path`."""
+def _average_gradients(model: Sam, world: int) -> None:
+    """All-reduce the gradients of the group as one flat buffer; a missing gradient counts as zero."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for parameter, grad in zip(parameters, flat.split([g.numel() for g in grads])):
+        parameter.grad = grad.view_as(parameter)
+
+
+def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Optional[tqdm] = None,
+             log: Optional[_RunLog] = None) -> None:
+    """1-point and box mIoU on the evaluation split of every training dataset, appended to `path`."""
     model.eval()
     predictor = SamPredictor(model)
     new_file = not path.exists()
     with path.open("a", newline="") as file:
         writer = csv.writer(file)
         if new_file:
-            writer.writerow(["step", "dataset", "confident_miou", "oracle_miou", "single_miou", "objects"])
+            writer.writerow(["step", "dataset", "confident_miou", "oracle_miou", "single_miou", "box_miou", "objects"])
         for name in config.datasets:
             # BSDS500's test split is kept for edge detection; its val split serves here.
             dataset = shared_dataset(name, "val" if name == "bsds500" else "eval", config.data_root)
-            scores = single_point_scores(predictor, dataset, config.validation_images)
+            scores = prompt_scores(predictor, dataset, config.validation_images)
             writer.writerow([step, name, f"{scores.confident:.4f}", f"{scores.oracle:.4f}", f"{scores.single:.4f}",
-                             scores.objects])
-            message = f"step {step} {name}: 1-point mIoU {scores.confident:.3f} (oracle {scores.oracle:.3f})"
+                             f"{scores.box:.4f}", scores.objects])
+            message = (f"step {step} {name}: 1-point mIoU {scores.confident:.3f} (oracle {scores.oracle:.3f}), "
+                       f"box mIoU {scores.box:.3f}")
             (bar.write if bar is not None else print)(message)
+            if log is not None:
+                log.validation(step, name, scores.to_dict())
     model.train()
 
 

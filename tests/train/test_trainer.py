@@ -7,7 +7,8 @@ import segany
 from conftest import MICRO
 from segany.cli import main
 from segany.errors import SegAnyError
-from segany.train.trainer import TrainConfig, learning_rate, train
+from segany.modeling.transformer import Attention
+from segany.train.trainer import TrainConfig, build_model, learning_rate, train
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,8 @@ def test_architecture_can_be_given_as_config_fields(tmp_path, shared_data):
               "encoder_global_attn_indexes": [1], "encoder_window_size": 6, "prompt_embed_dim": 64,
               "decoder_mlp_dim": 128, "iou_head_hidden_dim": 64}
     config = TrainConfig(output=str(tmp_path), model=fields, data_root=str(shared_data), steps=1, warmup_steps=1,
-                         masks_per_image=2, workers=0, validation_images=1, datasets={"synthetic": 1.0})
+                         masks_per_image=2, workers=0, validation_images=1, datasets={"synthetic": 1.0},
+                         localisation_steps=2)
     model = train(config, progress=False)
     assert model.config == MICRO
 
@@ -106,3 +108,19 @@ def test_steps_whose_masks_all_vanish_are_skipped(tmp_path, micro_init, shared_d
     with (tmp_path / "metrics.csv").open() as file:
         assert [row["loss"] for row in csv.DictReader(file)] == ["nan"] * 3
     assert (tmp_path / "last.pt").exists()
+
+
+def test_random_init_prepares_the_decoder_to_localise(tmp_path, shared_data):
+    config = TrainConfig(output=str(tmp_path), model="vit_tiny", initial_embedding_scale=0.1)
+    model = build_model(config)
+    attentions = [m for m in model.mask_decoder.transformer.modules() if isinstance(m, Attention)]
+    assert len(attentions) == 7  # 2 blocks x 3, and the final token-to-image attention
+    assert all(torch.equal(a.q_proj.weight, a.k_proj.weight) for a in attentions)
+    assert torch.all(model.image_encoder.neck[-1].weight == 0.1)
+    assert not model.prompt_encoder.mask_downscaling[-1].weight.any()
+    # A given checkpoint is left as it is.
+    path = tmp_path / "given.safetensors"
+    segany.save_model(segany.random_model(MICRO, seed=1), path)
+    given = build_model(TrainConfig(output=str(tmp_path), init=str(path)))
+    assert not torch.equal(given.mask_decoder.transformer.layers[0].self_attn.q_proj.weight,
+                           given.mask_decoder.transformer.layers[0].self_attn.k_proj.weight)
