@@ -217,14 +217,12 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
     if args.grabcut:
         results["grabcut_box_miou"] = grabcut_box_miou(dataset, args.limit)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
-    grabcut = f" | {results['grabcut_box_miou']:.3f}" if args.grabcut else ""
-    table = (
-        "| data | objects | 1-point mIoU (confident) | 1-point oracle | 1-point single | box mIoU"
-        + (" | GrabCut box mIoU |" if args.grabcut else " |")
-        + "\n|---|---|---|---|---|---|" + ("---|" if args.grabcut else "")
-        + f"\n| {results['data']} | {scores.objects} | {scores.confident:.3f} | {scores.oracle:.3f} | "
-        f"{scores.single:.3f} | {scores.box:.3f}{grabcut} |\n"
-    )
+    columns = {"data": results["data"], "objects": scores.objects, "1-point mIoU (confident)": scores.confident,
+               "1-point oracle": scores.oracle, "1-point single": scores.single, "box mIoU": scores.box}
+    if args.grabcut:
+        columns["GrabCut box mIoU"] = results["grabcut_box_miou"]
+    cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in columns.values()]
+    table = "".join(f"| {' | '.join(row)} |\n" for row in (list(columns), ["---"] * len(columns), cells))
     write_text_atomic(out / "results.md", table)
     print(table, end="")
 

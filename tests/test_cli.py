@@ -239,3 +239,15 @@ def test_the_bundled_model_is_the_default(tmp_path):
     assert record["model"] == "default"
     mask = np.asarray(Image.open(tmp_path / "chelsea_mask.png")) > 0
     assert 0 < mask.mean() < 1  # a trained model: a mask, neither empty nor everything
+
+
+def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shared_data):
+    args = ["eval", "prompts", "--model", str(micro_checkpoint), "--data", "pennfudan:eval",
+            "--data-root", str(shared_data), "--limit", "1", "--grabcut", "-o", str(tmp_path)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["data"] == "pennfudan:eval" and results["scores"]["objects"] > 0
+    assert 0 <= results["scores"]["box"] <= 1 and 0 < results["grabcut_box_miou"] <= 1
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert len(table) == 3 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 8
+    assert main(args[:4] + ["--data", "nosuch"] + args[6:]) == 2  # one-line error, no traceback

@@ -7,6 +7,7 @@ exactly as the uninterrupted run would, whatever the number of data workers.
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -210,7 +211,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
             done = step + 1
             if log is not None:
                 log.write(row)
-                if row["loss"] == row["loss"]:  # not NaN: a step with masks
+                if not math.isnan(row["loss"]):  # a step with masks
                     bar.set_postfix(loss=f"{row['loss']:.4f}", miou=f"{row['last_round_miou']:.3f}")
                 if done % config.checkpoint_every == 0 or done == end:
                     _save_state(state_path, model, optimizer, done)
@@ -252,7 +253,7 @@ class _RunLog:
     def write(self, row: Dict[str, float]) -> None:
         self.csv.writerow([int(row["step"])] + [_format(row[name]) for name in METRICS[1:]])
         for name in METRICS[1:]:
-            if row[name] == row[name]:
+            if not math.isnan(row[name]):
                 self.board.add_scalar(f"train/{name}", row[name], int(row["step"]))
 
     def validation(self, step: int, dataset: str, scores: Dict[str, float]) -> None:
@@ -265,7 +266,7 @@ class _RunLog:
 
 
 def _format(value: float) -> str:
-    return "nan" if value != value else f"{value:.6g}"
+    return "nan" if math.isnan(value) else f"{value:.6g}"
 
 
 def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, example_index: int,
