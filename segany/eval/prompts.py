@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from ..data import MaskDataset, Sample
+from ..masks import mask_to_bbox
 from ..predictor import SamPredictor
 
 
@@ -36,8 +37,8 @@ def center_point(mask: np.ndarray) -> Tuple[int, int]:
 
 def tight_box(mask: np.ndarray) -> np.ndarray:
     """(4,) x0, y0, x1, y1 in pixels of a non-empty mask, x1 and y1 exclusive."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+    x, y, w, h = mask_to_bbox(mask)
+    return np.array([x, y, x + w, y + h], dtype=np.float64)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

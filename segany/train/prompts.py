@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..eval.prompts import tight_box
+
 BOX_NOISE = 0.1  # standard deviation, as a fraction of the box side
 MAX_BOX_NOISE = 20.0  # pixels
 
@@ -36,7 +38,7 @@ def sample_first_prompt(mask: np.ndarray, rng: np.random.Generator, kind: Option
     if kind == "point" or (kind is None and rng.random() < 0.5):
         i = rng.integers(len(xs))
         return Prompt(np.array([[xs[i], ys[i]]], dtype=np.float64), np.array([1]))
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+    box = tight_box(mask)
     sides = np.array([box[2] - box[0], box[3] - box[1]] * 2)
     noise = np.clip(rng.normal(0, BOX_NOISE * sides), -MAX_BOX_NOISE, MAX_BOX_NOISE)
     height, width = mask.shape

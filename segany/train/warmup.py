@@ -61,19 +61,20 @@ def localisation_warmup(model: Sam, steps: int, seed: int, lr: float = LEARNING_
         distance2 = (cols - centres[:, 0, None, None]) ** 2 + (rows - centres[:, 1, None, None]) ** 2
         targets = torch.as_tensor(distance2 < radii[:, None, None] ** 2, dtype=torch.float32)
         kind = step % 3  # 0: centre, 1: box, 2: centre and more points
-        points = centres[:, None]
-        if kind == 2:  # 1 or 2 more points, uniform in the disc
-            extra = int(rng.integers(1, 3))
-            turns, area_fractions = rng.uniform(0, 1, (2, DISCS_PER_STEP, extra))
-            angles, distances = 2 * np.pi * turns, np.sqrt(area_fractions) * radii[:, None]
-            offsets = np.stack([np.cos(angles), np.sin(angles)], axis=-1) * distances[..., None]
-            points = np.concatenate([points, centres[:, None] + offsets], axis=1)
-        boxes = np.concatenate([centres - radii[:, None], centres + radii[:, None]], axis=1).clip(0, side)
-        prompts = {"points": None, "boxes": torch.as_tensor(boxes * scale, dtype=torch.float32), "masks": None}
-        if kind != 1:
+        if kind == 1:
+            boxes = np.concatenate([centres - radii[:, None], centres + radii[:, None]], axis=1).clip(0, side)
+            prompts = {"points": None, "boxes": torch.as_tensor(boxes * scale, dtype=torch.float32)}
+        else:
+            points = centres[:, None]
+            if kind == 2:  # 1 or 2 more points, uniform in the disc
+                extra = int(rng.integers(1, 3))
+                turns, area_fractions = rng.uniform(0, 1, (2, DISCS_PER_STEP, extra))
+                angles, distances = 2 * np.pi * turns, np.sqrt(area_fractions) * radii[:, None]
+                offsets = np.stack([np.cos(angles), np.sin(angles)], axis=-1) * distances[..., None]
+                points = np.concatenate([points, centres[:, None] + offsets], axis=1)
             labels = torch.ones(points.shape[:2], dtype=torch.int)
-            prompts.update(points=(torch.as_tensor(points * scale, dtype=torch.float32), labels), boxes=None)
-        sparse, dense = model.prompt_encoder(**prompts)
+            prompts = {"points": (torch.as_tensor(points * scale, dtype=torch.float32), labels), "boxes": None}
+        sparse, dense = model.prompt_encoder(masks=None, **prompts)
         embedding = torch.randn(embedding_shape, generator=generator) * EMBEDDING_NOISE
         logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=kind != 2)
         loss, _ = sam_loss(logits, iou, targets)
