@@ -152,22 +152,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
         raise SegAnyError(f"-o {out}: exists and is not a folder")
     paths = list_images(Path(args.input))
     todo = [p for p in paths if not (out / f"{p.stem}.json").exists()]
-    generator = SamAutomaticMaskGenerator(
-        load_model(args.model, device=args.device),
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        stability_score_offset=args.stability_score_offset,
-        box_nms_thresh=args.box_nms_thresh,
-        crop_n_layers=args.crop_n_layers,
-        crop_nms_thresh=args.crop_nms_thresh,
-        crop_overlap_ratio=args.crop_overlap_ratio,
-        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
-        min_mask_region_area=args.min_mask_region_area,
-        output_mode="coco_rle",
-        dtype=torch.bfloat16 if args.bf16 else torch.float32,
-    )
+    generator = _generator(args)
     failed, masks = [], 0
     for path in tqdm(todo, desc="segany auto", unit="image", disable=not todo):
         try:
@@ -201,30 +186,73 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{config.output}: model.safetensors, last.pt (resume state), metrics.csv")
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from .data import open_dataset
+    from .train.pseudo_labels import pseudo_label
+
+    datasets = {Path(spec).name: open_dataset(spec, "train", args.data_root) for spec in args.data}
+    if len(datasets) < len(args.data):
+        raise SegAnyError("--data: two datasets with the same name; their files would mix")
+    images, masks = pseudo_label(_generator(args), datasets, Path(args.output), args.limit)
+    print(f"{args.output}: {images} image(s) written with {masks} masks; train on it with "
+          f"`datasets: {{{args.output}: WEIGHT}}`")
+
+
 def cmd_eval_prompts(args: argparse.Namespace) -> None:
-    from .data import shared_dataset
-    from .eval import grabcut_box_miou, prompt_scores
+    from .data import open_dataset
+    from .eval import grabcut_box_miou, interactive_curve, prompt_scores
+    from .eval.plots import plot_curves
 
     name, _, split = args.data.partition(":")
-    dataset = shared_dataset(name, split or "eval", args.data_root)
+    dataset = open_dataset(name, split or "eval", args.data_root)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     predictor = SamPredictor(load_model(args.model, device=args.device))
     scores = prompt_scores(predictor, dataset, args.limit)
-    results = {"model": str(args.model), "data": f"{name}:{split or 'eval'}", "limit": args.limit,
-               "scores": scores.to_dict(), "seconds": round(time.perf_counter() - began, 1)}
+    data = f"{name}:{split or 'eval'}"
+    results = {"model": str(args.model), "data": data, "limit": args.limit, "scores": scores.to_dict()}
+    if args.clicks > 1:
+        results["interactive_miou"] = interactive_curve(predictor, dataset, args.clicks, args.limit)
+        plot_curves({str(args.model): results["interactive_miou"]}, out / "interactive.png",
+                    f"{data}: center point, then corrective points", "points", "mIoU")
     if args.grabcut:
         results["grabcut_box_miou"] = grabcut_box_miou(dataset, args.limit)
+    results["seconds"] = round(time.perf_counter() - began, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
-    columns = {"data": results["data"], "objects": scores.objects, "1-point mIoU (confident)": scores.confident,
+    columns = {"data": data, "objects": scores.objects, "1-point mIoU (confident)": scores.confident,
                "1-point oracle": scores.oracle, "1-point single": scores.single, "box mIoU": scores.box}
     if args.grabcut:
         columns["GrabCut box mIoU"] = results["grabcut_box_miou"]
-    cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in columns.values()]
-    table = "".join(f"| {' | '.join(row)} |\n" for row in (list(columns), ["---"] * len(columns), cells))
-    write_text_atomic(out / "results.md", table)
-    print(table, end="")
+    text = _markdown_table([columns])
+    if args.clicks > 1:
+        text += "\n" + _markdown_table([{"points": k + 1, "mIoU": v} for k, v in enumerate(results["interactive_miou"])])
+    write_text_atomic(out / "results.md", text)
+    print(text, end="")
+
+
+def cmd_eval_stats(args: argparse.Namespace) -> None:
+    from .data import open_dataset
+    from .eval.statistics import dataset_statistics, plot_statistics
+
+    name, _, split = args.data.partition(":")
+    dataset = open_dataset(name, split or "all", args.data_root)
+    out = Path(args.output)
+    stats = dataset_statistics(dataset, args.limit)
+    if not len(stats.relative_sizes):
+        raise SegAnyError(f"--data {args.data}: no masks in the first {len(stats.masks_per_image)} image(s)")
+    plot_statistics(stats, out, args.data)
+    summary = {"data": args.data, "limit": args.limit or "all", **stats.summary()}
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=1))
+    text = _markdown_table([summary])
+    write_text_atomic(out / "results.md", text)
+    print(text, end="")
+
+
+def _markdown_table(rows: List[dict]) -> str:
+    """Rows of equal keys as a markdown table; floats with 3 decimals."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
+    return "".join(f"| {' | '.join(row)} |\n" for row in [list(rows[0]), ["---"] * len(rows[0]), *cells])
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -242,6 +270,45 @@ def cmd_info(args: argparse.Namespace) -> None:
     config = config or detect_config(state_dict, args.checkpoint)
     params = sum(t.numel() for t in state_dict.values())
     print(json.dumps({"architecture": config_name(config), "parameters": params, "config": config.to_dict()}, indent=1))
+
+
+def _add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """The automatic mask generator's settings, the device and the precision."""
+    parser.add_argument("--points-per-side", type=int, default=32, help="grid points along each side (default 32)")
+    parser.add_argument("--points-per-batch", type=int, default=64, help="prompts decoded together (default 64)")
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="minimum predicted IoU (default 0.88)")
+    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (default 0.95)")
+    parser.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of stability (1.0)")
+    parser.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU for NMS in a crop (default 0.7)")
+    parser.add_argument("--crop-n-layers", type=int, default=0, help="layers of zoomed crops (default 0)")
+    parser.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box IoU for NMS across crops (0.7)")
+    parser.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap (default 512/1500)")
+    parser.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
+                      help="grid points a side divided by this per crop layer (default 1)")
+    parser.add_argument("--min-mask-region-area", type=int, default=0,
+                      help="fill holes and remove islands smaller than this (pixels; default 0: off)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (faster, ~1%% error)")
+
+
+def _generator(args: argparse.Namespace) -> SamAutomaticMaskGenerator:
+    """The generator `_add_generator_options` describes, writing COCO RLE."""
+    return SamAutomaticMaskGenerator(
+        load_model(args.model, device=args.device),
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh,
+        crop_overlap_ratio=args.crop_overlap_ratio,
+        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        min_mask_region_area=args.min_mask_region_area,
+        output_mode="coco_rle",
+        dtype=torch.bfloat16 if args.bf16 else torch.float32,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,22 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     auto.add_argument("-o", "--output", required=True, help="output folder: <stem>.json per image (skipped if present)")
     auto.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png, each mask in its colour")
-    auto.add_argument("--points-per-side", type=int, default=32, help="grid points along each side (default 32)")
-    auto.add_argument("--points-per-batch", type=int, default=64, help="prompts decoded together (default 64)")
-    auto.add_argument("--pred-iou-thresh", type=float, default=0.88, help="minimum predicted IoU (default 0.88)")
-    auto.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (default 0.95)")
-    auto.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of stability (1.0)")
-    auto.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU for NMS in a crop (default 0.7)")
-    auto.add_argument("--crop-n-layers", type=int, default=0, help="layers of zoomed crops (default 0)")
-    auto.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box IoU for NMS across crops (0.7)")
-    auto.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap (default 512/1500)")
-    auto.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
-                      help="grid points a side divided by this per crop layer (default 1)")
-    auto.add_argument("--min-mask-region-area", type=int, default=0,
-                      help="fill holes and remove islands smaller than this (pixels; default 0: off)")
-    auto.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    auto.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (faster, ~1%% error)")
+    _add_generator_options(auto)
     auto.set_defaults(run=cmd_auto)
+
+    pseudo = sub.add_parser("pseudo-label", help="self-training data: automatic masks of training images "
+                                                  "written as an SA-1B folder that `segany train` reads")
+    pseudo.add_argument("--data", action="append", required=True, metavar="NAME|PATH",
+                        help="a dataset of --data-root (its training split) or a dataset path; repeatable")
+    pseudo.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
+    pseudo.add_argument("--limit", type=int, help="first N images of each dataset only")
+    pseudo.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+    pseudo.add_argument("-o", "--output", required=True,
+                        help="output folder: <dataset>-<name>.png + .json per image with masks; resumable")
+    _add_generator_options(pseudo)
+    pseudo.set_defaults(run=cmd_pseudo_label)
 
     tr = sub.add_parser("train", help="train or fine-tune a model (the paper's recipe)")
     tr.add_argument("config", nargs="?", help="YAML or JSON file of segany.train.trainer.TrainConfig fields")
@@ -300,17 +365,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="zero-shot evaluation tasks")
     tasks = ev.add_subparsers(dest="task", required=True)
-    prompts = tasks.add_parser("prompts", help="1-point and box mIoU on each object (paper section 7.1)")
+    prompts = tasks.add_parser(
+        "prompts", help="1-point and box mIoU on each object, and mIoU after 1..N points (paper section 7.1)")
     prompts.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
-    prompts.add_argument("--data", required=True, metavar="NAME[:SPLIT]",
-                         help="a dataset of --data-root (pennfudan, dsb2018, coco128-seg, bsds500, synthetic); "
-                              "split default: eval")
+    prompts.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",
+                         help="a dataset of --data-root (pennfudan, dsb2018, coco128-seg, bsds500, synthetic; "
+                              "split default: eval), or the path of a dataset read whole (COCO .json, "
+                              "SA-1B folder, images/ + labels/, ...)")
     prompts.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
     prompts.add_argument("--limit", type=int, help="first N images only")
     prompts.add_argument("--grabcut", action="store_true", help="also score OpenCV GrabCut from the same boxes")
+    prompts.add_argument("--clicks", type=int, default=9,
+                         help="points of the interactive curve (center point, then corrective points; "
+                              "default 9; 1: no curve)")
     prompts.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     prompts.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
     prompts.set_defaults(run=cmd_eval_prompts)
+
+    stats = tasks.add_parser("stats", help="mask statistics of a dataset as PNG plots (paper figures 5-6)")
+    stats.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",
+                       help="a dataset of --data-root (split default: all) or a dataset path, e.g. "
+                            "a folder written by `segany auto`")
+    stats.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
+    stats.add_argument("--limit", type=int, help="first N images only")
+    stats.add_argument("-o", "--output", required=True,
+                       help="output folder: results.json, results.md, masks_per_image.png, relative_size.png, "
+                            "concavity.png, centres.png")
+    stats.set_defaults(run=cmd_eval_stats)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)

@@ -10,6 +10,7 @@ from .datasets import (
     Sample,
     YoloSegFolder,
     instance_masks,
+    open_dataset,
     shared_dataset,
 )
 from .sa1b import read_sa1b, read_sa1b_masks, sa1b_annotation, sa1b_image_id, write_sa1b
@@ -24,6 +25,7 @@ __all__ = [
     "Sample",
     "YoloSegFolder",
     "instance_masks",
+    "open_dataset",
     "read_sa1b",
     "read_sa1b_masks",
     "sa1b_annotation",

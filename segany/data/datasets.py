@@ -11,7 +11,8 @@ Every dataset is a sequence of `Sample`s: the RGB image, its masks as an (N, H, 
 - `SA1BFolder`: SA-1B image + per-image JSON pairs.
 
 `shared_dataset(name, split)` opens the datasets of `../shared/data` with the splits its README
-names (the last images by sorted name are for evaluation only), and "synthetic" scenes.
+names (the last images by sorted name are for evaluation only), and "synthetic" scenes;
+`open_dataset(spec, split)` takes such a name or the path of a dataset in any of the formats.
 """
 
 import abc
@@ -245,10 +246,14 @@ SHARED_DATASETS: Dict[str, Callable[[Path, str], MaskDataset]] = {
     "dsb2018": lambda root, split: LabelMapFolder(root / "dsb2018" / "images", root / "dsb2018" / "labels", split,
                                                   eval_count=64),
     "coco128-seg": lambda root, split: YoloSegFolder(root / "coco128-seg", split, eval_count=26),
-    "bsds500": lambda root, split: BSDS500(root / "bsds500", {"eval": "test"}.get(split, split)),
+    "bsds500": lambda root, split: BSDS500(root / "bsds500", _bsds500_split(split)),
     # Not from the folder: procedural nested objects (segany.data.synthetic), other seeds for eval.
     "synthetic": lambda root, split: _synthetic(split),
 }
+
+
+def _bsds500_split(split: str) -> str:
+    return {"eval": "test"}.get(split, split)  # its test split is the one kept out of training
 
 
 def _synthetic(split: str) -> MaskDataset:
@@ -267,3 +272,33 @@ def shared_dataset(name: str, split: str, root: PathLike) -> MaskDataset:
     if name not in SHARED_DATASETS:
         raise SegAnyError(f"unknown dataset {name!r}; known: {', '.join(SHARED_DATASETS)}")
     return SHARED_DATASETS[name](Path(root), split)
+
+
+def open_dataset(spec: str, split: str, root: PathLike) -> MaskDataset:
+    """A dataset named by `spec`: a name of the shared data folder `root` (with its documented
+    `split`), or the path of a dataset of one of the formats above, read whole (its layout tells
+    the format: a COCO .json file with its images in images/ beside it or in its own folder;
+    PNGImages/ + PedMasks/; images/ + labels/ of .txt polygons or of label maps; images/ +
+    groundTruth/ (BSDS500: `split` train, val, or test = eval); a folder of SA-1B .json files).
+    """
+    if spec in SHARED_DATASETS:
+        return shared_dataset(spec, split, root)
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".json":
+        images = path.parent / "images"
+        return CocoJson(images if images.is_dir() else path.parent, path)
+    if not path.is_dir():
+        raise SegAnyError(f"{spec}: neither a dataset name ({', '.join(SHARED_DATASETS)}) nor a dataset path")
+    if (path / "PNGImages").is_dir() and (path / "PedMasks").is_dir():
+        return PennFudan(path, eval_count=0)
+    if (path / "images").is_dir() and (path / "groundTruth").is_dir():
+        return BSDS500(path, _bsds500_split(split))
+    labels = path / "labels"
+    if (path / "images").is_dir() and labels.is_dir():
+        if any(p.suffix == ".txt" for p in labels.iterdir()):
+            return YoloSegFolder(path)
+        return LabelMapFolder(path / "images", labels)
+    if any(p.suffix == ".json" for p in path.iterdir()):
+        return SA1BFolder(path)
+    raise SegAnyError(f"{spec}: not a dataset layout segany reads (COCO .json, PNGImages/ + PedMasks/, "
+                      "images/ + labels/, images/ + groundTruth/, or SA-1B .json files)")

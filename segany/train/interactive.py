@@ -108,8 +108,9 @@ def simulate_interaction(
         sparse, dense = model.prompt_encoder(
             masks=None if previous_logits is None else previous_logits[:, None], **_to_tensors(prompts, scale)
         )
-        # One point or a box alone is ambiguous: 3 masks, the best supervised; otherwise the single mask.
-        ambiguous = all(len(p.points) + (p.box is not None) == 1 for p in prompts)
+        # A single point is ambiguous: 3 masks, the best supervised. A box (two corners) or several
+        # points take the single-mask output, as box prompts are decoded at inference.
+        ambiguous = all(len(p.points) == 1 and p.box is None for p in prompts)
         logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=ambiguous)
         loss, _ = sam_loss(logits, iou, targets)
         losses.append(loss)

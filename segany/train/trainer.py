@@ -26,7 +26,8 @@ from ..checkpoint import load_model, random_model, save_model
 from ..errors import SegAnyError
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
-from ..data import MaskDataset, shared_dataset
+from ..data import MaskDataset, open_dataset, shared_dataset
+from ..data.datasets import SHARED_DATASETS
 from ..eval.prompts import prompt_scores
 from ..predictor import SamPredictor
 from .interactive import Example, prepare_example, simulate_interaction
@@ -44,7 +45,8 @@ class TrainConfig:
     model: Any = "vit_tiny"  # architecture for random weights: a name or SamConfig fields...
     init: Optional[str] = None  # ...or a checkpoint to start from (ours or official)
     data_root: str = "../shared/data"
-    datasets: Dict[str, float] = field(default_factory=lambda: {"pennfudan": 1.0})  # name -> weight
+    # shared dataset name or dataset path (see segany.data.open_dataset) -> weight in the mixture
+    datasets: Dict[str, float] = field(default_factory=lambda: {"pennfudan": 1.0})
     steps: int = 1000  # one image per step
     masks_per_image: int = 16
     # From random weights only: steps of the localisation warm-up on discs before the real data
@@ -197,7 +199,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
             print(f"localisation warm-up: oracle IoU on discs {oracle:.3f}", file=sys.stderr)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
 
-    datasets = {name: shared_dataset(name, "train", config.data_root) for name in config.datasets}
+    datasets = {name: open_dataset(name, "train", config.data_root) for name in config.datasets}
     data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
     # Process `rank` of `world` takes example step * world + rank: one process reads what it always did.
     sampler = range(start * world + rank, end * world, world)
@@ -314,7 +316,10 @@ def _average_gradients(model: Sam, world: int) -> None:
 
 def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Optional[tqdm] = None,
              log: Optional[_RunLog] = None) -> None:
-    """1-point and box mIoU on the evaluation split of every training dataset, appended to `path`."""
+    """1-point and box mIoU on the evaluation split of every shared training dataset, appended to `path`.
+
+    Datasets given by path are read whole for training: they have no evaluation split here.
+    """
     model.eval()
     predictor = SamPredictor(model)
     new_file = not path.exists()
@@ -322,7 +327,7 @@ def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Option
         writer = csv.writer(file)
         if new_file:
             writer.writerow(["step", "dataset", "confident_miou", "oracle_miou", "single_miou", "box_miou", "objects"])
-        for name in config.datasets:
+        for name in filter(SHARED_DATASETS.__contains__, config.datasets):
             # BSDS500's test split is kept for edge detection; its val split serves here.
             dataset = shared_dataset(name, "val" if name == "bsds500" else "eval", config.data_root)
             scores = prompt_scores(predictor, dataset, config.validation_images)

@@ -8,7 +8,7 @@ centred on their point prompt the same decoder crosses that plateau in a few hun
 So before the real data, the prompt encoder and mask decoder learn discs of random sizes,
 over image embeddings of small noise (no image is needed: the task is where, not what). The
 steps take turns with the three kinds of prompt the real rounds use: the disc's centre (3
-masks), its box (3 masks), and the centre with more points inside (the single-mask output).
+masks), its box, and the centre with more points inside (both through the single-mask output).
 `init_for_localisation` prepares a fresh model for it.
 """
 
@@ -76,7 +76,7 @@ def localisation_warmup(model: Sam, steps: int, seed: int, lr: float = LEARNING_
             prompts = {"points": (torch.as_tensor(points * scale, dtype=torch.float32), labels), "boxes": None}
         sparse, dense = model.prompt_encoder(masks=None, **prompts)
         embedding = torch.randn(embedding_shape, generator=generator) * EMBEDDING_NOISE
-        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=kind != 2)
+        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=kind == 0)
         loss, _ = sam_loss(logits, iou, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

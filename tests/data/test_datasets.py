@@ -15,6 +15,7 @@ from segany.data import (
     SA1BFolder,
     YoloSegFolder,
     instance_masks,
+    open_dataset,
     shared_dataset,
     write_sa1b,
 )
@@ -86,6 +87,23 @@ def test_formats_agree_on_the_same_masks(tmp_path, shared_data):
     polygons = YoloSegFolder(tmp_path)[0].masks
     for got, want in zip(polygons, sample.masks):
         assert (got & want).sum() / (got | want).sum() > 0.95
+
+    # open_dataset tells the formats apart by their layout.
+    for spec, kind in ((tmp_path / "coco.json", CocoJson), (tmp_path / "images", SA1BFolder), (tmp_path, YoloSegFolder)):
+        dataset = open_dataset(str(spec), "train", shared_data)
+        assert type(dataset) is kind and len(dataset) == 1 and len(dataset[0].masks) == len(sample.masks)
+
+
+def test_open_dataset_by_name_or_path(tmp_path, shared_data):
+    assert open_dataset("pennfudan", "eval", shared_data).names == shared_dataset("pennfudan", "eval", shared_data).names
+    assert len(open_dataset(str(shared_data / "pennfudan"), "eval", tmp_path)) == 170  # a path is read whole
+    assert len(open_dataset(str(shared_data / "dsb2018"), "train", tmp_path)) == 664
+    bsds = open_dataset(str(shared_data / "bsds500"), "eval", tmp_path)
+    assert isinstance(bsds, BSDS500) and len(bsds) == 200
+    with pytest.raises(SegAnyError, match="neither a dataset name"):
+        open_dataset(str(tmp_path / "missing"), "train", shared_data)
+    with pytest.raises(SegAnyError, match="not a dataset layout segany reads"):
+        open_dataset(str(tmp_path), "train", shared_data)
 
 
 def test_label_map_folders_and_bad_files(tmp_path):

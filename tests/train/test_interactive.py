@@ -65,6 +65,32 @@ def test_rounds_add_points_from_the_errors(shared_data, monkeypatch):
     assert counts[-1] == [first + 8] * len(sample.masks)  # random weights: errors everywhere
 
 
+def test_one_point_gets_three_masks_a_box_or_more_points_the_single_mask(shared_data, monkeypatch):
+    model = segany.random_model(MICRO)
+    sample = shared_dataset("pennfudan", "train", shared_data)[0]
+    example = prepare_example(model, sample.image, sample.masks)
+    prompts, flags = [], []
+    encoder, decoder = model.prompt_encoder.forward, model.mask_decoder.forward
+
+    def record_prompts(points=None, boxes=None, masks=None):
+        prompts.append((0 if points is None else int((points[1] != -1).sum(dim=1).max()), boxes is not None))
+        return encoder(points=points, boxes=boxes, masks=masks)
+
+    def record_decoder(*args, multimask_output):
+        flags.append(multimask_output)
+        return decoder(*args, multimask_output=multimask_output)
+
+    monkeypatch.setattr(model.prompt_encoder, "forward", record_prompts)
+    monkeypatch.setattr(model.mask_decoder, "forward", record_decoder)
+    with torch.no_grad():
+        for seed in range(6):
+            simulate_interaction(model, model.image_encoder(example.image[None]), example.targets,
+                                 np.random.default_rng(seed))
+    firsts = {prompts[i] for i in range(0, len(prompts), ROUNDS)}
+    assert firsts == {(1, False), (0, True)}  # both kinds of first prompt were drawn
+    assert flags == [points == 1 and not box for points, box in prompts]
+
+
 def test_large_scale_jitter_moves_image_and_masks_together():
     model = segany.random_model(MICRO)
     image = np.zeros((300, 400, 3), np.uint8)

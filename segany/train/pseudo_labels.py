@@ -1,0 +1,56 @@
+"""Self-training data: the fully automatic stage of the data engine, run on training images.
+
+The automatic mask generator keeps confident, stable, non-duplicate masks (its predicted-IoU and
+stability filters and NMS); every image with at least one is written as an SA-1B folder entry,
+the image as `<dataset>-<name>.png` beside `<dataset>-<name>.json`, which `segany train` reads
+as a dataset (`datasets: {that/folder: weight}`). `done.txt` lists the images handled, so an
+interrupted run continues where it stopped.
+"""
+
+import re
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from tqdm import tqdm
+
+from ..amg import SamAutomaticMaskGenerator
+from ..data import MaskDataset, write_sa1b
+from ..errors import SegAnyError
+from ..image_io import write_png
+
+DONE_FILE = "done.txt"
+
+
+def pseudo_label(generator: SamAutomaticMaskGenerator, datasets: Dict[str, MaskDataset], output: Path,
+                 limit: Optional[int] = None, progress: bool = True) -> Tuple[int, int]:
+    """Label the first `limit` images of each dataset (all without limit) into `output`.
+
+    datasets: prefix of the written names -> dataset. Returns (images written, masks written)
+    in this call; images without a kept mask are counted as done but not written.
+    """
+    if generator.output_mode != "coco_rle":
+        raise SegAnyError("pseudo_label needs a generator with output_mode='coco_rle'")
+    output.mkdir(parents=True, exist_ok=True)
+    done_path = output / DONE_FILE
+    done = set(done_path.read_text().split()) if done_path.exists() else set()
+    todo = [(f"{_safe(prefix)}-{_safe(name)}", dataset, index)
+            for prefix, dataset in datasets.items()
+            for index, name in enumerate(dataset.names[:limit])]
+    todo = [item for item in todo if item[0] not in done]
+    images = masks = 0
+    with done_path.open("a") as log:
+        for stem, dataset, index in tqdm(todo, desc="pseudo-labels", unit="image", disable=not progress):
+            image = dataset[index].image
+            records = generator.generate(image)
+            if records:
+                write_png(output / f"{stem}.png", image)
+                write_sa1b(output / f"{stem}.json", f"{stem}.png", image.shape[1], image.shape[0], records)
+                images, masks = images + 1, masks + len(records)
+            log.write(stem + "\n")
+            log.flush()
+    return images, masks
+
+
+def _safe(text: str) -> str:
+    """A name usable in a file name: path separators and spaces become '_'."""
+    return re.sub(r"[^\w.-]", "_", text)
