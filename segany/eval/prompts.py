@@ -1,4 +1,5 @@
-"""Prompted segmentation of known objects (paper §7.1): one point or one box per object, scored by IoU."""
+"""Prompted segmentation of known objects (paper §7.1): one point or one box per object, scored by
+IoU, and the interactive curve: mIoU after each of several corrective points."""
 
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -70,6 +71,50 @@ def prompt_scores(predictor: SamPredictor, dataset: MaskDataset, limit: Optional
             box.append(mask_iou(from_box, truth))
     means = (mean_or_nan(values) for values in (confident, oracle, single, box))
     return PromptScores(*means, objects=len(oracle))
+
+
+def corrective_point(predicted: np.ndarray, truth: np.ndarray) -> Optional[Tuple[int, int, int]]:
+    """(x, y, label) of the next click: the interior point of the largest error region (the
+    pixel farthest from its boundary), label 1 in a missed region, 0 in a spurious one; None
+    when prediction and truth agree."""
+    errors = (predicted != truth).astype(np.uint8)
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(errors, connectivity=8)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y = center_point(regions == largest)
+    return x, y, int(truth[y, x])
+
+
+def interactive_curve(predictor: SamPredictor, dataset: MaskDataset, clicks: int = 9,
+                      limit: Optional[int] = None) -> List[float]:
+    """mIoU over objects after 1..`clicks` points (paper §7.1, Fig. 9).
+
+    The first point is the object's center point, decoded to 3 masks of which the most
+    confident is kept; each next point is `corrective_point` of the current mask, decoded with
+    all points so far to the single-mask output, the previous low-res logits as mask prompt.
+    Once a mask equals the truth it stays, with IoU 1.
+    """
+    ious: List[List[float]] = [[] for _ in range(clicks)]
+    for sample, truths in objects(dataset, limit):
+        predictor.set_image(sample.image)
+        for truth in truths:
+            points, labels = [center_point(truth)], [1]
+            logits = None
+            for click in range(clicks):
+                masks, scores, low_res = predictor.predict(np.array(points, dtype=np.float64), np.array(labels),
+                                                           mask_input=logits, multimask_output=click == 0)
+                best = int(np.argmax(scores))
+                ious[click].append(mask_iou(masks[best], truth))
+                logits = low_res[best][None]
+                following = corrective_point(masks[best], truth)
+                if following is None:
+                    for rest in ious[click + 1:]:
+                        rest.append(1.0)
+                    break
+                points.append(following[:2])
+                labels.append(following[2])
+    return [mean_or_nan(values) for values in ious]
 
 
 def mean_or_nan(values: List[float]) -> float:

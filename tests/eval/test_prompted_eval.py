@@ -3,7 +3,15 @@ import numpy as np
 import segany
 from conftest import MICRO
 from segany.data import shared_dataset
-from segany.eval import center_point, grabcut_box_miou, grabcut_from_box, prompt_scores, tight_box
+from segany.eval import (
+    center_point,
+    corrective_point,
+    grabcut_box_miou,
+    grabcut_from_box,
+    interactive_curve,
+    prompt_scores,
+    tight_box,
+)
 
 
 def test_center_point_is_farthest_from_the_boundary():
@@ -60,3 +68,39 @@ def test_grabcut_baseline_scores_real_objects(shared_data):
     dataset = shared_dataset("pennfudan", "eval", shared_data)
     miou = grabcut_box_miou(dataset, limit=2)
     assert 0.3 < miou <= 1  # pedestrians from their boxes: far better than chance
+
+
+def test_corrective_point_goes_to_the_middle_of_the_largest_error():
+    truth = np.zeros((60, 80), dtype=bool)
+    truth[10:50, 10:70] = True
+    assert corrective_point(truth, truth) is None
+    predicted = truth.copy()
+    predicted[20:41, 40:61] = False  # a 21 x 21 miss centred on (50, 30)
+    predicted[0:3, 0:3] = True  # a small spurious blob
+    assert corrective_point(predicted, truth) == (50, 30, 1)
+    predicted = truth.copy()
+    predicted[52:60, 0:80] = True  # spurious band below the object: larger than any miss
+    x, y, label = corrective_point(predicted, truth)
+    assert label == 0 and 52 <= y < 60 and not truth[y, x]
+
+
+def test_interactive_curve_starts_at_the_confident_one_point_score(shared_data, monkeypatch):
+    predictor = segany.SamPredictor(segany.load_model("default"))
+    dataset = shared_dataset("pennfudan", "eval", shared_data)
+    calls = []
+    predict = predictor.predict
+
+    def record(points, labels, mask_input=None, multimask_output=True):
+        calls.append((len(points), mask_input is not None, multimask_output))
+        return predict(points, labels, mask_input=mask_input, multimask_output=multimask_output)
+
+    confident = prompt_scores(predictor, dataset, limit=1).confident
+    monkeypatch.setattr(predictor, "predict", record)
+    curve = interactive_curve(predictor, dataset, clicks=4, limit=1)
+    assert len(curve) == 4 and all(0 <= v <= 1 for v in curve)
+    assert curve[0] == confident
+    firsts = [i for i, call in enumerate(calls) if call[0] == 1]
+    assert all(calls[i] == (1, False, True) for i in firsts)  # one point: 3 masks, no mask prompt
+    assert all(n > 1 and has_mask and not multimask for n, has_mask, multimask in
+               (c for i, c in enumerate(calls) if i not in firsts))
+    assert len(calls) <= 4 * len(firsts)
