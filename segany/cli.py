@@ -199,36 +199,24 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_prompts(args: argparse.Namespace) -> None:
-    from .data import open_dataset
     from .eval import grabcut_box_miou, interactive_curve, prompt_scores
     from .eval.plots import plot_curves
 
-    name, _, split = args.data.partition(":")
-    dataset = open_dataset(name, split or "eval", args.data_root)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
+    dataset, out, began = _eval_start(args)
     predictor = SamPredictor(load_model(args.model, device=args.device))
     scores = prompt_scores(predictor, dataset, args.limit)
-    data = f"{name}:{split or 'eval'}"
-    results = {"model": str(args.model), "data": data, "limit": args.limit, "scores": scores.to_dict()}
-    if args.clicks > 1:
-        results["interactive_miou"] = interactive_curve(predictor, dataset, args.clicks, args.limit)
-        plot_curves({str(args.model): results["interactive_miou"]}, out / "interactive.png",
-                    f"{data}: center point, then corrective points", "points", "mIoU")
+    columns = {"objects": scores.objects, "1-point mIoU (confident)": scores.confident, "1-point oracle": scores.oracle,
+               "1-point single": scores.single, "box mIoU": scores.box}
+    results = {"scores": scores.to_dict()}
     if args.grabcut:
-        results["grabcut_box_miou"] = grabcut_box_miou(dataset, args.limit)
-    results["seconds"] = round(time.perf_counter() - began, 1)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
-    columns = {"data": data, "objects": scores.objects, "1-point mIoU (confident)": scores.confident,
-               "1-point oracle": scores.oracle, "1-point single": scores.single, "box mIoU": scores.box}
-    if args.grabcut:
-        columns["GrabCut box mIoU"] = results["grabcut_box_miou"]
-    text = _markdown_table([columns])
+        results["grabcut_box_miou"] = columns["GrabCut box mIoU"] = grabcut_box_miou(dataset, args.limit)
+    tables = [[columns]]
     if args.clicks > 1:
-        text += "\n" + _markdown_table([{"points": k + 1, "mIoU": v} for k, v in enumerate(results["interactive_miou"])])
-    write_text_atomic(out / "results.md", text)
-    print(text, end="")
+        curve = results["interactive_miou"] = interactive_curve(predictor, dataset, args.clicks, args.limit)
+        plot_curves({str(args.model): curve}, out / "interactive.png",
+                    f"{args.data}: center point, then corrective points", "points", "mIoU")
+        tables.append([{"points": k + 1, "mIoU": v} for k, v in enumerate(curve)])
+    _eval_finish(args, out, began, results, tables)
 
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
@@ -247,6 +235,78 @@ def cmd_eval_stats(args: argparse.Namespace) -> None:
     text = _markdown_table([summary])
     write_text_atomic(out / "results.md", text)
     print(text, end="")
+
+
+def cmd_eval_proposals(args: argparse.Namespace) -> None:
+    from .eval.coco import proposal_recall
+
+    dataset, out, began = _eval_start(args)
+    _eval_finish(args, out, began, {"scores": proposal_recall(_generator(args), dataset, args.limit)})
+
+
+def cmd_eval_boxes(args: argparse.Namespace) -> None:
+    from .eval.coco import box_prompted_ap
+
+    dataset, out, began = _eval_start(args)
+    detections = None
+    if args.detections:
+        detections = _read_detections(Path(args.detections))
+        unknown = set(detections) - set(dataset.names)
+        if unknown:
+            raise SegAnyError(f"{args.detections}: image_id {sorted(unknown)[0]!r} is not an image of --data {args.data}")
+    predictor = SamPredictor(load_model(args.model, device=args.device))
+    _eval_finish(args, out, began, {"scores": box_prompted_ap(predictor, dataset, args.limit, detections)})
+
+
+def _read_detections(path: Path) -> dict:
+    """A COCO results JSON of boxes ([{"image_id", "bbox": [x, y, w, h], "score"}, ...]) by image name."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SegAnyError(f"{path}: not a readable detections JSON ({err})") from None
+    by_image: dict = {}
+    for i, detection in enumerate(found if isinstance(found, list) else [None]):
+        if not isinstance(detection, dict) or not all(k in detection for k in ("image_id", "bbox", "score")):
+            raise SegAnyError(f"{path}: [{i}] needs image_id, bbox [x, y, w, h] and score")
+        if len(detection["bbox"]) != 4:
+            raise SegAnyError(f"{path}: [{i}].bbox must be [x, y, w, h]")
+        by_image.setdefault(str(detection["image_id"]), []).append(detection)
+    return by_image
+
+
+def _eval_start(args: argparse.Namespace):
+    """The dataset of --data (evaluation split by default), the output folder, the start time."""
+    from .data import open_dataset
+
+    name, _, split = args.data.partition(":")
+    dataset = open_dataset(name, split or "eval", args.data_root)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    return dataset, out, time.perf_counter()
+
+
+def _eval_finish(args: argparse.Namespace, out: Path, began: float, results: dict,
+                 tables: Optional[List[List[dict]]] = None) -> None:
+    """results.json (NaN written as null) and results.md: `tables` (default: one row of
+    results["scores"]), each row led by the data's name in the first table; printed too."""
+    results = {"model": str(args.model), "data": args.data, "limit": args.limit, **results,
+               "seconds": round(time.perf_counter() - began, 1)}
+    write_text_atomic(out / "results.json", json.dumps(_nan_to_none(results), indent=1))
+    tables = tables or [[results["scores"]]]
+    tables[0] = [{"data": args.data, **row} for row in tables[0]]
+    text = "\n".join(_markdown_table(rows) for rows in tables)
+    write_text_atomic(out / "results.md", text)
+    print(text, end="")
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def _markdown_table(rows: List[dict]) -> str:
@@ -381,6 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     prompts.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
     prompts.set_defaults(run=cmd_eval_prompts)
+
+    proposals = tasks.add_parser("proposals", help="mask AR of the automatic generator's masks as object "
+                                                   "proposals (paper section 7.3)")
+    boxes = tasks.add_parser("boxes", help="mask AP of box-prompted masks: ground-truth boxes or a detector's "
+                                           "(paper section 7.4)")
+    for task in (proposals, boxes):
+        task.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+        task.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",
+                          help="a dataset of --data-root (split default: eval) or a dataset path")
+        task.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
+        task.add_argument("--limit", type=int, help="first N images only")
+        task.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
+    _add_generator_options(proposals)
+    proposals.set_defaults(run=cmd_eval_proposals)
+    boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "
+                                            "image_id is the image's name in the dataset (default: ground-truth boxes)")
+    boxes.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    boxes.set_defaults(run=cmd_eval_boxes)
 
     stats = tasks.add_parser("stats", help="mask statistics of a dataset as PNG plots (paper figures 5-6)")
     stats.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",

@@ -1,0 +1,122 @@
+"""Tasks scored by pycocotools: object proposals (mask AR, paper §7.3) and instance segmentation
+from box prompts (mask AP, paper §7.4), on any dataset with instance masks.
+
+Every object of the dataset is one ground-truth instance of a single class "object"; COCO's
+size ranges apply (small < 32², medium < 96² pixels, large above).
+"""
+
+import contextlib
+import io
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+from ..amg import SamAutomaticMaskGenerator
+from ..data import MaskDataset
+from ..errors import SegAnyError
+from ..masks import mask_to_bbox, mask_to_rle
+from ..predictor import SamPredictor
+from .prompts import objects, tight_box
+
+AREAS = ("all", "small", "medium", "large")  # COCOeval's areaRng order
+
+
+class _Collection:
+    """Ground truth and results in COCO form, image ids 1, 2, ... in dataset order."""
+
+    def __init__(self) -> None:
+        self.images: List[dict] = []
+        self.truths: List[dict] = []
+        self.results: List[dict] = []
+
+    def add_image(self, shape: Sequence[int], truths: Sequence[np.ndarray]) -> int:
+        image_id = len(self.images) + 1
+        height, width = shape[:2]
+        self.images.append({"id": image_id, "height": height, "width": width})
+        for truth in truths:
+            self.truths.append({"id": len(self.truths) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                                "segmentation": mask_to_rle(truth), "area": int(truth.sum()),
+                                "bbox": mask_to_bbox(truth)})
+        return image_id
+
+    def add_result(self, image_id: int, rle: dict, score: float) -> None:
+        self.results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)})
+
+    def evaluate(self, max_dets: Sequence[int], use_cats: bool) -> COCOeval:
+        if not self.truths:
+            raise SegAnyError("no ground-truth objects to score against")
+        quiet = contextlib.redirect_stdout(io.StringIO())  # pycocotools prints its progress
+        with quiet:
+            truth = COCO()
+            truth.dataset = {"images": self.images, "annotations": self.truths,
+                             "categories": [{"id": 1, "name": "object"}]}
+            truth.createIndex()
+            found = truth.loadRes(self.results) if self.results else COCO()
+            evaluation = COCOeval(truth, found, "segm")
+            evaluation.params.useCats = int(use_cats)
+            evaluation.params.maxDets = list(max_dets)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return evaluation
+
+
+def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, limit: Optional[int] = None,
+                    max_dets: Sequence[int] = (10, 100, 1000), progress: bool = True) -> Dict[str, float]:
+    """Mask average recall of the generator's masks as class-agnostic proposals ranked by predicted
+    IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N."""
+    if generator.output_mode != "coco_rle":
+        raise SegAnyError("proposal_recall needs a generator with output_mode='coco_rle'")
+    collection = _Collection()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for sample, truths in tqdm(objects(dataset, limit), total=count, desc="proposals", unit="image",
+                               disable=not progress):
+        image_id = collection.add_image(sample.image.shape, truths)
+        for record in generator.generate(sample.image):
+            collection.add_result(image_id, record["segmentation"], record["predicted_iou"])
+    recall = collection.evaluate(max_dets, use_cats=False).eval["recall"]  # IoU thresholds, 1, areas, max_dets
+    scores = {f"AR@{n}": _mean_recall(recall[:, 0, 0, m]) for m, n in enumerate(max_dets)}
+    for a, area in enumerate(AREAS[1:], start=1):
+        scores[f"AR@{max_dets[-1]} {area}"] = _mean_recall(recall[:, 0, a, -1])
+    return scores
+
+
+def _mean_recall(values: np.ndarray) -> float:
+    """Mean over IoU thresholds; -1 (no object of that size) gives NaN."""
+    valid = values[values > -1]
+    return float(valid.mean()) if len(valid) else float("nan")
+
+
+def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Optional[int] = None,
+                    detections: Optional[Dict[str, List[dict]]] = None, progress: bool = True) -> Dict[str, float]:
+    """Mask AP (COCO: AP, AP50, AP75, APs, APm, APl) of the single-mask output for box prompts.
+
+    detections: image name -> [{"bbox": [x, y, w, h], "score": s}, ...] from a detector; the
+    masks keep the detector's scores. Without it every object's tight box is a prompt, scored
+    by the predicted IoU of its mask.
+    """
+    collection = _Collection()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for sample, truths in tqdm(objects(dataset, limit), total=count, desc="box prompts", unit="image",
+                               disable=not progress):
+        image_id = collection.add_image(sample.image.shape, truths)
+        if detections is None:
+            boxes = np.array([tight_box(t) for t in truths]).reshape(-1, 4)
+            given_scores = None
+        else:
+            found = detections.get(sample.name, [])
+            boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in found)]).reshape(-1, 4)
+            given_scores = [d["score"] for d in found]
+        if not len(boxes):
+            continue
+        predictor.set_image(sample.image)
+        masks, predicted_iou, _ = predictor.predict_batch(boxes=boxes, multimask_output=False)
+        scores = predicted_iou[:, 0] if given_scores is None else given_scores
+        for mask, score in zip(masks[:, 0], scores):
+            collection.add_result(image_id, mask_to_rle(mask), score)
+    stats = collection.evaluate((1, 10, 100), use_cats=True).stats
+    # COCOeval writes -1 where no object has that size.
+    return {name: float(v) if v > -1 else float("nan") for name, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), stats)}
