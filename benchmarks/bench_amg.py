@@ -62,7 +62,7 @@ def child(impl: str, checkpoint: str, image_path: str, arch: str, params: dict, 
 
         model = segany.load_model(checkpoint)
         dtype = torch.bfloat16 if bf16 else torch.float32
-        generator = segany.SamAutomaticMaskGenerator(model, dtype=dtype, **params)
+        generator = segany.SamAutomaticMaskGenerator(model, dtype=dtype, decoder_dtype=dtype, **params)
     seconds = defaultdict(float)
     predictor = generator.predictor
     predictor.set_image = timed(seconds, "encoder", predictor.set_image)
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else REPO / "examples" / "chelsea.png")
     parser.add_argument("--loose", action="store_true", help="filters off: every mask through every stage")
-    parser.add_argument("--bf16", action="store_true", help="also run segany with bfloat16 matrix products")
+    parser.add_argument("--bf16", action="store_true", help="also run segany with encoder and decoder in bfloat16")
     parser.add_argument("--child", nargs=5, metavar=("IMPL", "CKPT", "IMAGE", "ARCH", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -3,8 +3,9 @@
 Measures, for one image: the image encoder (`set_image`: resize, normalise, ViT), one
 interactive prompt (`predict`: prompt encoder, decoder, upscaling to the original size), and
 prompts batched 64 at a time on one image (low-res logits only, and `predict_torch` upscaled),
-per prompt. Columns: the official package, segany in float32 (same results), and segany with
-bfloat16 matrix products. Ratios are official / segany (> 1: segany is faster). `--memory`
+per prompt. Columns: the official package, segany in float32 (same results), segany with the
+image encoder in bfloat16 (`dtype`; the decoder stays float32), and with the decoder in
+bfloat16 too (`decoder_dtype`). Ratios are official / segany (> 1: segany is faster). `--memory`
 adds the peak RSS of a fresh process that loads the model and encodes the image once.
 
 Both packages run in this one process, so the official one also runs with the allocator
@@ -92,6 +93,7 @@ def main() -> None:
         "official": sa.SamPredictor(sa.sam_model_registry[args.arch](checkpoint=str(checkpoint))),
         "segany fp32": segany.SamPredictor(model),
         "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
+        "segany bf16+dec": segany.SamPredictor(model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16),
     }
 
     rng = np.random.default_rng(0)

@@ -26,27 +26,35 @@ def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ..
 
 
 class SamPredictor:
-    def __init__(self, sam_model: Sam, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, sam_model: Sam, dtype: torch.dtype = torch.float32,
+                 decoder_dtype: torch.dtype = torch.float32) -> None:
         """
         Args:
             sam_model: the model; its weights stay as they are.
-            dtype: torch.float32 computes exactly what the official predictor computes;
-                torch.bfloat16 runs matrix products in bfloat16 (autocast), about twice as
-                fast on CPUs with AVX-512 bf16 / AMX, at about 1% relative error.
+            dtype: precision of the image encoder. torch.float32 computes exactly what the
+                official predictor computes; torch.bfloat16 runs its matrix products in
+                bfloat16 (autocast): 1.6-2.4x faster on CPUs with AVX-512 bf16 / AMX, embedding
+                within about 1% (relative), masks within 0.999 mean IoU of float32.
+            decoder_dtype: precision of the prompt encoder and mask decoder; torch.bfloat16
+                makes batched prompts about 1.6x faster but moves masks further (about 0.98
+                mean IoU against float32), so float32 is the default whatever `dtype` is.
+                (Figures: benchmarks/RESULTS.md.)
 
         Creating a predictor calls `segany.allocator.tune_allocator()` (process-wide; set
         SEGANY_TUNE_MALLOC=0 to opt out).
         """
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise SegAnyError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        for name, value in (("dtype", dtype), ("decoder_dtype", decoder_dtype)):
+            if value not in (torch.float32, torch.bfloat16):
+                raise SegAnyError(f"{name} must be torch.float32 or torch.bfloat16, got {value}")
         tune_allocator()
         self.model = sam_model
         self.dtype = dtype
+        self.decoder_dtype = decoder_dtype
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.reset_image()
 
-    def _precision(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+    def _precision(self, dtype: torch.dtype) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +96,7 @@ class SamPredictor:
                 f"got {tuple(transformed_image.shape)}"
             )
         self.reset_image()
-        with self._precision():
+        with self._precision(self.dtype):
             features = self.model.image_encoder(self.model.preprocess(transformed_image.to(self.device)))
         self._set_features(features.float(), tuple(original_image_size), tuple(transformed_image.shape[-2:]))
 
@@ -277,7 +285,7 @@ class SamPredictor:
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
-        with self._precision():
+        with self._precision(self.decoder_dtype):
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
             low_res_masks, iou_predictions = self._decode(
                 sparse, dense, multimask_output, mask_input is not None, iou_threshold

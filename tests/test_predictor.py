@@ -149,9 +149,27 @@ def test_bfloat16_predictor_returns_float32_close_to_float32(predictor, photo):
         assert got.dtype == want.dtype and got.shape == want.shape
 
 
+def test_the_decoder_stays_float32_unless_asked(predictor, photo):
+    """`dtype` is the encoder's precision; the decoder runs in bfloat16 only with decoder_dtype."""
+    predictor.set_image(photo)
+    size = photo.shape[:2]
+    kwargs = dict(point_coords=np.array([[30, 40]]), point_labels=np.array([1]), return_logits=True)
+    want = predictor.predict(**kwargs)
+    encoder_only = segany.SamPredictor(predictor.model, dtype=torch.bfloat16)
+    both = segany.SamPredictor(predictor.model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16)
+    for other in (encoder_only, both):
+        other.set_embedding(predictor.get_image_embedding(), size)  # the same float32 embedding
+    for got, expected in zip(encoder_only.predict(**kwargs), want):
+        np.testing.assert_array_equal(got, expected)
+    logits = both.predict(**kwargs)[0]
+    assert not np.array_equal(logits, want[0]) and np.abs(logits - want[0]).max() < 0.1 * np.abs(want[0]).max()
+
+
 def test_unsupported_dtype_is_refused(predictor):
     with pytest.raises(SegAnyError, match="dtype must be torch.float32 or torch.bfloat16, got torch.float16"):
         segany.SamPredictor(predictor.model, dtype=torch.float16)
+    with pytest.raises(SegAnyError, match="decoder_dtype must be torch.float32 or torch.bfloat16"):
+        segany.SamPredictor(predictor.model, decoder_dtype=torch.float16)
 
 
 def test_repeated_prompts_reuse_the_image_side_exactly(predictor, photo):

@@ -81,6 +81,7 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         dtype: torch.dtype = torch.float32,
+        decoder_dtype: torch.dtype = torch.float32,
     ) -> None:
         """
         Args:
@@ -103,7 +104,8 @@ class SamAutomaticMaskGenerator:
             min_mask_region_area: fill holes and remove islands smaller than this many pixels
                 (then NMS again); 0 disables.
             output_mode: "binary_mask" (H, W) bool, "uncompressed_rle", or "coco_rle".
-            dtype: torch.bfloat16 for the faster, approximate path of `SamPredictor`.
+            dtype, decoder_dtype: precision of the image encoder and of the mask decoder, as in
+                `SamPredictor` (torch.bfloat16: faster, approximate).
         """
         if (points_per_side is None) == (point_grids is None):
             raise SegAnyError("give exactly one of points_per_side and point_grids")
@@ -121,7 +123,7 @@ class SamAutomaticMaskGenerator:
             raise SegAnyError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
         if points_per_batch < 1:
             raise SegAnyError(f"points_per_batch must be at least 1, got {points_per_batch}")
-        self.predictor = SamPredictor(model, dtype=dtype)
+        self.predictor = SamPredictor(model, dtype=dtype, decoder_dtype=decoder_dtype)
         self.point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
