@@ -243,14 +243,15 @@ def test_the_bundled_model_is_the_default(tmp_path):
 
 def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shared_data):
     args = ["eval", "prompts", "--model", str(micro_checkpoint), "--data", "pennfudan:eval",
-            "--data-root", str(shared_data), "--limit", "1", "--grabcut", "--clicks", "3", "-o", str(tmp_path)]
+            "--data-root", str(shared_data), "--limit", "1", "--baselines", "--clicks", "3", "-o", str(tmp_path)]
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["data"] == "pennfudan:eval" and results["scores"]["objects"] > 0
-    assert 0 <= results["scores"]["box"] <= 1 and 0 < results["grabcut_box_miou"] <= 1
+    assert 0 <= results["scores"]["box"] <= 1 and 0 < results["baselines"]["GrabCut box"] <= 1
+    assert set(results["baselines"]) == {"GrabCut box", "GrabCut point", "random walker point"}
     assert len(results["interactive_miou"]) == 3
     assert Image.open(tmp_path / "interactive.png").format == "PNG"
     table = (tmp_path / "results.md").read_text().splitlines()
-    assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 8
+    assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 10
     assert table[4] == "| points | mIoU |" and table[-1].startswith("| 3 | ")
     assert main(args[:4] + ["--data", "nosuch"] + args[6:]) == 2  # one-line error, no traceback

@@ -1,6 +1,6 @@
 """Zero-shot evaluation: prompting a model on datasets it was not trained on."""
 
-from .baselines import grabcut_box_miou, grabcut_from_box
+from .baselines import baseline_scores, grabcut_from_box, grabcut_from_point, random_walker_from_points
 from .prompts import (
     PromptScores,
     center_point,
@@ -16,11 +16,13 @@ __all__ = [
     "PromptScores",
     "center_point",
     "corrective_point",
-    "grabcut_box_miou",
+    "baseline_scores",
     "grabcut_from_box",
+    "grabcut_from_point",
     "interactive_curve",
     "mask_iou",
     "objects",
     "prompt_scores",
+    "random_walker_from_points",
     "tight_box",
 ]

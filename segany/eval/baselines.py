@@ -1,14 +1,17 @@
 """Classical interactive segmentation with the same prompts, so that model numbers mean something."""
 
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from ..data import MaskDataset
-from .prompts import mean_or_nan, mask_iou, objects, tight_box
+from .prompts import center_point, mask_iou, mean_or_nan, objects, tight_box
 
 GRABCUT_ITERATIONS = 5
+POINT_BOX_FRACTION = 0.25  # side of the square around a point prompt, of the image's shorter side
+RANDOM_WALKER_SIDE = 256  # pixels: the random walker's linear system grows with the image
+RANDOM_WALKER_BETA = 130.0  # scikit-image's default edge penalty, for images scaled to [0, 1]
 
 
 def grabcut_from_box(image: np.ndarray, box: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
@@ -28,11 +31,44 @@ def grabcut_from_box(image: np.ndarray, box: np.ndarray, iterations: int = GRABC
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
 
 
-def grabcut_box_miou(dataset: MaskDataset, limit: Optional[int] = None) -> float:
-    """Mean IoU of GrabCut from each object's box, over the objects of the first `limit` images."""
-    ious = [
-        mask_iou(grabcut_from_box(sample.image, tight_box(truth)), truth)
-        for sample, truths in objects(dataset, limit)
-        for truth in truths
-    ]
-    return mean_or_nan(ious)
+def grabcut_from_point(image: np.ndarray, point: Tuple[int, int], fraction: float = POINT_BOX_FRACTION) -> np.ndarray:
+    """GrabCut from the square of side `fraction` x the image's shorter side centred on the point."""
+    half = fraction * min(image.shape[:2]) / 2
+    x, y = point
+    return grabcut_from_box(image, np.array([x - half, y - half, x + half + 1, y + half + 1]))
+
+
+def random_walker_from_points(image: np.ndarray, points: np.ndarray, labels: np.ndarray,
+                              max_side: int = RANDOM_WALKER_SIDE) -> np.ndarray:
+    """scikit-image's random walker seeded by the points (label 1 object, 0 background) and by
+    the image border as background; run on the image scaled to `max_side` at most (solved
+    directly: as fast as conjugate gradients at this size, and exact), the (H, W) bool result
+    scaled back."""
+    from skimage.segmentation import random_walker
+
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1 else image
+    seeds = np.zeros(small.shape[:2], dtype=np.int32)
+    seeds[[0, -1], :] = seeds[:, [0, -1]] = 2  # the image border: background
+    for (x, y), label in zip(points, labels):
+        seeds[min(int(y * scale), seeds.shape[0] - 1), min(int(x * scale), seeds.shape[1] - 1)] = 1 if label else 2
+    walked = random_walker(small.astype(np.float64) / 255, seeds, beta=RANDOM_WALKER_BETA, mode="bf",
+                           channel_axis=-1) == 1
+    return cv2.resize(walked.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def baseline_scores(dataset: MaskDataset, limit: Optional[int] = None) -> Dict[str, float]:
+    """mIoU over the objects of the first `limit` images of the classical methods given the same
+    prompts as the model: GrabCut from the tight box, and from the center point GrabCut (square
+    around it) and the random walker."""
+    ious: Dict[str, List[float]] = {"GrabCut box": [], "GrabCut point": [], "random walker point": []}
+    for sample, truths in objects(dataset, limit):
+        for truth in truths:
+            point = center_point(truth)
+            ious["GrabCut box"].append(mask_iou(grabcut_from_box(sample.image, tight_box(truth)), truth))
+            ious["GrabCut point"].append(mask_iou(grabcut_from_point(sample.image, point), truth))
+            walked = random_walker_from_points(sample.image, np.array([point]), np.array([1]))
+            ious["random walker point"].append(mask_iou(walked, truth))
+    return {name: mean_or_nan(values) for name, values in ious.items()}

@@ -6,10 +6,12 @@ from segany.data import shared_dataset
 from segany.eval import (
     center_point,
     corrective_point,
-    grabcut_box_miou,
+    baseline_scores,
     grabcut_from_box,
+    grabcut_from_point,
     interactive_curve,
     prompt_scores,
+    random_walker_from_points,
     tight_box,
 )
 
@@ -46,11 +48,11 @@ def test_prompt_scores_are_ious(shared_data):
     assert 0 <= scores.single <= 1 and 0 <= scores.box <= 1
 
 
-def _disc_scene():
+def _disc_scene(radius=30):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 60, (120, 160, 3)).astype(np.uint8)  # dark noise
     yy, xx = np.mgrid[:120, :160]
-    disc = (xx - 90) ** 2 + (yy - 60) ** 2 < 30**2
+    disc = (xx - 90) ** 2 + (yy - 60) ** 2 < radius**2
     image[disc] = (230, 200, 40)
     return image, disc
 
@@ -64,10 +66,27 @@ def test_grabcut_finds_a_distinct_object_in_its_box():
     assert whole.all()
 
 
-def test_grabcut_baseline_scores_real_objects(shared_data):
+def test_point_baselines_find_a_distinct_object_from_its_centre():
+    image, disc = _disc_scene()
+    walked = random_walker_from_points(image, np.array([[90, 60]]), np.array([1]))
+    assert (walked & disc).sum() / (walked | disc).sum() > 0.9
+    walked_small = random_walker_from_points(image, np.array([[90, 60]]), np.array([1]), max_side=80)
+    assert walked_small.shape == disc.shape and (walked_small & disc).sum() / (walked_small | disc).sum() > 0.8
+    # The square around the point (a quarter of the shorter side: 30 px) holds a small disc...
+    image, small_disc = _disc_scene(radius=10)
+    found = grabcut_from_point(image, (90, 60))
+    assert (found & small_disc).sum() / (found | small_disc).sum() > 0.9
+    # ...and cannot see past itself: it is a baseline, not a method.
+    image, disc = _disc_scene()
+    assert not grabcut_from_point(image, (90, 60))[~disc].any()
+
+
+def test_baselines_score_real_objects(shared_data):
     dataset = shared_dataset("pennfudan", "eval", shared_data)
-    miou = grabcut_box_miou(dataset, limit=2)
-    assert 0.3 < miou <= 1  # pedestrians from their boxes: far better than chance
+    scores = baseline_scores(dataset, limit=2)
+    assert 0.3 < scores["GrabCut box"] <= 1  # pedestrians from their boxes: far better than chance
+    assert 0 < scores["GrabCut point"] < scores["GrabCut box"]
+    assert 0 < scores["random walker point"] <= 1
 
 
 def test_corrective_point_goes_to_the_middle_of_the_largest_error():
