@@ -220,21 +220,14 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
-    from .data import open_dataset
     from .eval.statistics import dataset_statistics, plot_statistics
 
-    name, _, split = args.data.partition(":")
-    dataset = open_dataset(name, split or "all", args.data_root)
-    out = Path(args.output)
+    dataset, out, began = _eval_start(args, default_split="all")
     stats = dataset_statistics(dataset, args.limit)
     if not len(stats.relative_sizes):
         raise SegAnyError(f"--data {args.data}: no masks in the first {len(stats.masks_per_image)} image(s)")
     plot_statistics(stats, out, args.data)
-    summary = {"data": args.data, "limit": args.limit or "all", **stats.summary()}
-    write_text_atomic(out / "results.json", json.dumps(summary, indent=1))
-    text = _markdown_table([summary])
-    write_text_atomic(out / "results.md", text)
-    print(text, end="")
+    _eval_finish(args, out, began, {"scores": stats.summary()})
 
 
 def cmd_eval_proposals(args: argparse.Namespace) -> None:
@@ -274,12 +267,12 @@ def _read_detections(path: Path) -> dict:
     return by_image
 
 
-def _eval_start(args: argparse.Namespace):
-    """The dataset of --data (evaluation split by default), the output folder, the start time."""
+def _eval_start(args: argparse.Namespace, default_split: str = "eval"):
+    """The dataset of --data (NAME[:SPLIT] or a path), the output folder, the start time."""
     from .data import open_dataset
 
     name, _, split = args.data.partition(":")
-    dataset = open_dataset(name, split or "eval", args.data_root)
+    dataset = open_dataset(name, split or default_split, args.data_root)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     return dataset, out, time.perf_counter()
@@ -289,8 +282,8 @@ def _eval_finish(args: argparse.Namespace, out: Path, began: float, results: dic
                  tables: Optional[List[List[dict]]] = None) -> None:
     """results.json (NaN written as null) and results.md: `tables` (default: one row of
     results["scores"]), each row led by the data's name in the first table; printed too."""
-    results = {"model": str(args.model), "data": args.data, "limit": args.limit, **results,
-               "seconds": round(time.perf_counter() - began, 1)}
+    model = {"model": str(args.model)} if "model" in args else {}
+    results = {**model, "data": args.data, "limit": args.limit, **results, "seconds": round(time.perf_counter() - began, 1)}
     write_text_atomic(out / "results.json", json.dumps(_nan_to_none(results), indent=1))
     tables = tables or [[results["scores"]]]
     tables[0] = [{"data": args.data, **row} for row in tables[0]]
@@ -357,9 +350,9 @@ def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box IoU for NMS across crops (0.7)")
     parser.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap (default 512/1500)")
     parser.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
-                      help="grid points a side divided by this per crop layer (default 1)")
+                        help="grid points a side divided by this per crop layer (default 1)")
     parser.add_argument("--min-mask-region-area", type=int, default=0,
-                      help="fill holes and remove islands smaller than this (pixels; default 0: off)")
+                        help="fill holes and remove islands smaller than this (pixels; default 0: off)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _add_precision_options(parser)
 

@@ -55,7 +55,7 @@ def test_dataset_statistics_count_size_shape_and_place():
 def test_eval_stats_writes_plots_and_a_summary(tmp_path, shared_data):
     args = ["eval", "stats", "--data", "pennfudan", "--data-root", str(shared_data), "-o", str(tmp_path)]
     assert main(args) == 0
-    summary = json.loads((tmp_path / "results.json").read_text())
+    summary = json.loads((tmp_path / "results.json").read_text())["scores"]
     assert (summary["images"], summary["masks"]) == (170, 423)  # the counts of the shared data README
     for name in ("masks_per_image", "relative_size", "concavity", "centres"):
         assert Image.open(tmp_path / f"{name}.png").size[0] > 300
