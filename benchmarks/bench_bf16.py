@@ -5,7 +5,7 @@ center point (3 masks) and its box (1 mask) are decoded on the same model by a f
 predictor, by a bfloat16 one, and by a float32 decoder on the bfloat16 embedding (to tell the
 encoder's share of the difference from the decoder's); the masks at the original image size
 are compared with the float32 ones by IoU. `--amg N` also runs the automatic mask generator on the first N images of each split in
-both precisions and matches their masks one to one (greedy by IoU).
+float32 and with `dtype=torch.bfloat16` and matches their masks one to one (greedy by IoU).
 
 Masks from random weights are no test of this (their logits sit near 0, where any change flips
 pixels): use a trained model. The default is the bundled one.
@@ -56,7 +56,8 @@ def prompted_ious(model: torch.nn.Module, dataset, limit: int) -> Dict[Tuple[str
 
 
 def generator_agreement(model: torch.nn.Module, dataset, count: int) -> Dict[str, float]:
-    """Masks of the automatic generator in both precisions, matched greedily by IoU."""
+    """Masks of the automatic generator in float32 and on its bf16 fast path (encoder in bf16),
+    matched greedily by IoU."""
     exact = SamAutomaticMaskGenerator(model)
     fast = SamAutomaticMaskGenerator(model, dtype=torch.bfloat16)
     found = {"fp32 masks": 0, "bf16 masks": 0, "matched IoU >= 0.99": 0, "matched IoU >= 0.9": 0}
