@@ -198,24 +198,23 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_prompts(args: argparse.Namespace) -> None:
-    from .eval import baseline_scores, interactive_curve, prompt_scores
+    from .eval import baseline_scores, prompt_scores
     from .eval.plots import plot_curves
 
     dataset, out, began = _eval_start(args)
     predictor = SamPredictor(load_model(args.model, device=args.device))
-    scores = prompt_scores(predictor, dataset, args.limit)
+    scores = prompt_scores(predictor, dataset, args.limit, args.clicks, progress=True)
     columns = {"objects": scores.objects, "1-point mIoU (confident)": scores.confident, "1-point oracle": scores.oracle,
                "1-point single": scores.single, "box mIoU": scores.box}
     results = {"scores": scores.to_dict()}
     if args.baselines:
-        results["baselines"] = baseline_scores(dataset, args.limit)
+        results["baselines"] = baseline_scores(dataset, args.limit, progress=True)
         columns.update({f"{name} mIoU": value for name, value in results["baselines"].items()})
     tables = [[columns]]
     if args.clicks > 1:
-        curve = results["interactive_miou"] = interactive_curve(predictor, dataset, args.clicks, args.limit)
-        plot_curves({str(args.model): curve}, out / "interactive.png",
+        plot_curves({str(args.model): scores.interactive}, out / "interactive.png",
                     f"{args.data}: center point, then corrective points", "points", "mIoU")
-        tables.append([{"points": k + 1, "mIoU": v} for k, v in enumerate(curve)])
+        tables.append([{"points": k + 1, "mIoU": v} for k, v in enumerate(scores.interactive)])
     _eval_finish(args, out, began, results, tables)
 
 
@@ -246,7 +245,8 @@ def cmd_eval_boxes(args: argparse.Namespace) -> None:
         detections = _read_detections(Path(args.detections))
         unknown = set(detections) - set(dataset.names)
         if unknown:
-            raise SegAnyError(f"{args.detections}: image_id {sorted(unknown)[0]!r} is not an image of --data {args.data}")
+            raise SegAnyError(f"{args.detections}: image_id {sorted(unknown)[0]!r} is not an image of "
+                              f"--data {args.data}")
     predictor = SamPredictor(load_model(args.model, device=args.device))
     _eval_finish(args, out, began, {"scores": box_prompted_ap(predictor, dataset, args.limit, detections)})
 
@@ -283,7 +283,8 @@ def _eval_finish(args: argparse.Namespace, out: Path, began: float, results: dic
     """results.json (NaN written as null) and results.md: `tables` (default: one row of
     results["scores"]), each row led by the data's name in the first table; printed too."""
     model = {"model": str(args.model)} if "model" in args else {}
-    results = {**model, "data": args.data, "limit": args.limit, **results, "seconds": round(time.perf_counter() - began, 1)}
+    results = {**model, "data": args.data, "limit": args.limit, **results,
+               "seconds": round(time.perf_counter() - began, 1)}
     write_text_atomic(out / "results.json", json.dumps(_nan_to_none(results), indent=1))
     tables = tables or [[results["scores"]]]
     tables[0] = [{"data": args.data, **row} for row in tables[0]]

@@ -249,7 +249,7 @@ def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shar
     assert results["data"] == "pennfudan:eval" and results["scores"]["objects"] > 0
     assert 0 <= results["scores"]["box"] <= 1 and 0 < results["baselines"]["GrabCut box"] <= 1
     assert set(results["baselines"]) == {"GrabCut box", "GrabCut point", "random walker point"}
-    assert len(results["interactive_miou"]) == 3
+    assert len(results["scores"]["interactive"]) == 3
     assert Image.open(tmp_path / "interactive.png").format == "PNG"
     table = (tmp_path / "results.md").read_text().splitlines()
     assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 10

@@ -59,12 +59,12 @@ def random_walker_from_points(image: np.ndarray, points: np.ndarray, labels: np.
     return cv2.resize(walked.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def baseline_scores(dataset: MaskDataset, limit: Optional[int] = None) -> Dict[str, float]:
+def baseline_scores(dataset: MaskDataset, limit: Optional[int] = None, progress: bool = False) -> Dict[str, float]:
     """mIoU over the objects of the first `limit` images of the classical methods given the same
     prompts as the model: GrabCut from the tight box, and from the center point GrabCut (square
     around it) and the random walker."""
     ious: Dict[str, List[float]] = {"GrabCut box": [], "GrabCut point": [], "random walker point": []}
-    for sample, truths in objects(dataset, limit):
+    for sample, truths in objects(dataset, limit, "baselines" if progress else None):
         for truth in truths:
             point = center_point(truth)
             ious["GrabCut box"].append(mask_iou(grabcut_from_box(sample.image, tight_box(truth)), truth))

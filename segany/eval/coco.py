@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
 from ..amg import SamAutomaticMaskGenerator
 from ..data import MaskDataset
@@ -71,9 +70,7 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
     if generator.output_mode != "coco_rle":
         raise SegAnyError("proposal_recall needs a generator with output_mode='coco_rle'")
     collection = _Collection()
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for sample, truths in tqdm(objects(dataset, limit), total=count, desc="proposals", unit="image",
-                               disable=not progress):
+    for sample, truths in objects(dataset, limit, "proposals" if progress else None):
         image_id = collection.add_image(sample.image.shape, truths)
         for record in generator.generate(sample.image):
             collection.add_result(image_id, record["segmentation"], record["predicted_iou"])
@@ -99,9 +96,7 @@ def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Option
     by the predicted IoU of its mask.
     """
     collection = _Collection()
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for sample, truths in tqdm(objects(dataset, limit), total=count, desc="box prompts", unit="image",
-                               disable=not progress):
+    for sample, truths in objects(dataset, limit, "box prompts" if progress else None):
         image_id = collection.add_image(sample.image.shape, truths)
         if detections is None:
             boxes = np.array([tight_box(t) for t in truths]).reshape(-1, 4)
@@ -119,4 +114,5 @@ def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Option
             collection.add_result(image_id, mask_to_rle(mask), score)
     stats = collection.evaluate((1, 10, 100), use_cats=True).stats
     # COCOeval writes -1 where no object has that size.
-    return {name: float(v) if v > -1 else float("nan") for name, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), stats)}
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    return {name: float(v) if v > -1 else float("nan") for name, v in zip(names, stats)}

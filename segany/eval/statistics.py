@@ -11,10 +11,10 @@ from typing import Dict, List, Optional, Union
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..data import MaskDataset
 from .plots import figure_file
+from .prompts import objects
 
 
 @dataclass
@@ -57,11 +57,8 @@ def dataset_statistics(dataset: MaskDataset, limit: Optional[int] = None, progre
     sizes: List[float] = []
     concavities: List[float] = []
     centres: List[np.ndarray] = []
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for index in tqdm(range(count), desc="mask statistics", unit="image", disable=not progress):
-        masks = dataset[index].masks
-        masks = masks[masks.reshape(len(masks), -1).any(axis=1)]
-        height, width = masks.shape[1:]
+    for sample, masks in objects(dataset, limit, "mask statistics" if progress else None):
+        height, width = sample.image.shape[:2]
         counts.append(len(masks))
         for mask in masks:
             ys, xs = np.nonzero(mask)

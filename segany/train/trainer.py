@@ -35,6 +35,9 @@ from .warmup import init_for_localisation, localisation_warmup
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 METRICS = ["step", "loss", "first_round_miou", "last_round_miou", "lr", "seconds"]
+# validation.csv column -> PromptScores field
+VALIDATION_SCORES = {"confident_miou": "confident", "oracle_miou": "oracle", "single_miou": "single",
+                     "box_miou": "box"}
 
 
 @dataclass
@@ -326,18 +329,18 @@ def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Option
     with path.open("a", newline="") as file:
         writer = csv.writer(file)
         if new_file:
-            writer.writerow(["step", "dataset", "confident_miou", "oracle_miou", "single_miou", "box_miou", "objects"])
+            writer.writerow(["step", "dataset", *VALIDATION_SCORES, "objects"])
         for name in filter(SHARED_DATASETS.__contains__, config.datasets):
             # BSDS500's test split is kept for edge detection; its val split serves here.
             dataset = shared_dataset(name, "val" if name == "bsds500" else "eval", config.data_root)
             scores = prompt_scores(predictor, dataset, config.validation_images)
-            writer.writerow([step, name, f"{scores.confident:.4f}", f"{scores.oracle:.4f}", f"{scores.single:.4f}",
-                             f"{scores.box:.4f}", scores.objects])
+            values = {column: getattr(scores, field) for column, field in VALIDATION_SCORES.items()}
+            writer.writerow([step, name, *(f"{v:.4f}" for v in values.values()), scores.objects])
             message = (f"step {step} {name}: 1-point mIoU {scores.confident:.3f} (oracle {scores.oracle:.3f}), "
                        f"box mIoU {scores.box:.3f}")
             (bar.write if bar is not None else print)(message)
             if log is not None:
-                log.validation(step, name, scores.to_dict())
+                log.validation(step, name, values)
     model.train()
 
 

@@ -9,7 +9,6 @@ from segany.eval import (
     baseline_scores,
     grabcut_from_box,
     grabcut_from_point,
-    interactive_curve,
     prompt_scores,
     random_walker_from_points,
     tight_box,
@@ -109,17 +108,19 @@ def test_interactive_curve_starts_at_the_confident_one_point_score(shared_data, 
     calls = []
     predict = predictor.predict
 
-    def record(points, labels, mask_input=None, multimask_output=True):
-        calls.append((len(points), mask_input is not None, multimask_output))
-        return predict(points, labels, mask_input=mask_input, multimask_output=multimask_output)
+    def record(point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output=True):
+        calls.append((0 if point_coords is None else len(point_coords), mask_input is not None, multimask_output))
+        return predict(point_coords, point_labels, box=box, mask_input=mask_input, multimask_output=multimask_output)
 
-    confident = prompt_scores(predictor, dataset, limit=1).confident
+    once = prompt_scores(predictor, dataset, limit=1)
+    assert once.interactive == [once.confident]
     monkeypatch.setattr(predictor, "predict", record)
-    curve = interactive_curve(predictor, dataset, clicks=4, limit=1)
-    assert len(curve) == 4 and all(0 <= v <= 1 for v in curve)
-    assert curve[0] == confident
-    firsts = [i for i, call in enumerate(calls) if call[0] == 1]
-    assert all(calls[i] == (1, False, True) for i in firsts)  # one point: 3 masks, no mask prompt
-    assert all(n > 1 and has_mask and not multimask for n, has_mask, multimask in
-               (c for i, c in enumerate(calls) if i not in firsts))
-    assert len(calls) <= 4 * len(firsts)
+    scores = prompt_scores(predictor, dataset, clicks=4, limit=1)
+    assert (scores.confident, scores.oracle, scores.single, scores.box) == (once.confident, once.oracle, once.single,
+                                                                           once.box)
+    assert len(scores.interactive) == 4 and all(0 <= v <= 1 for v in scores.interactive)
+    assert scores.interactive[0] == scores.confident
+    corrections = [call for call in calls if call[0] > 1]  # the center point, the box and the single mask aside
+    assert len(calls) - len(corrections) == 3 * scores.objects
+    assert corrections and all(has_mask and not multimask for _, has_mask, multimask in corrections)
+    assert len(corrections) <= 3 * scores.objects
