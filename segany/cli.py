@@ -203,19 +203,68 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
 
     dataset, out, began = _eval_start(args)
     predictor = SamPredictor(load_model(args.model, device=args.device))
-    scores = prompt_scores(predictor, dataset, args.limit, args.clicks, progress=True)
+    scores = prompt_scores(predictor, dataset, args.limit, args.clicks, progress=True,
+                           records=_records(args, out, "prompts", "model", "clicks", "point"), first_point=args.point)
     columns = {"objects": scores.objects, "1-point mIoU (confident)": scores.confident, "1-point oracle": scores.oracle,
                "1-point single": scores.single, "box mIoU": scores.box}
     results = {"scores": scores.to_dict()}
     if args.baselines:
-        results["baselines"] = baseline_scores(dataset, args.limit, progress=True)
+        results["baselines"] = baseline_scores(dataset, args.limit, progress=True,
+                                               records=_records(args, out, "baselines", "point"), first_point=args.point)
         columns.update({f"{name} mIoU": value for name, value in results["baselines"].items()})
     tables = [[columns]]
     if args.clicks > 1:
         plot_curves({str(args.model): scores.interactive}, out / "interactive.png",
-                    f"{args.data}: center point, then corrective points", "points", "mIoU")
+                    f"{args.data}: {args.point} point, then corrective points", "points", "mIoU")
         tables.append([{"points": k + 1, "mIoU": v} for k, v in enumerate(scores.interactive)])
     _eval_finish(args, out, began, results, tables)
+
+
+def cmd_eval_edges(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .eval.boundaries import edge_scores, human_agreement
+    from .eval.edges import BASELINES, sam_edges
+    from .eval.plots import plot_precision_recall
+
+    dataset, out, began = _eval_start(args)
+    if args.thresholds < 2:
+        raise SegAnyError(f"--thresholds must be at least 2, got {args.thresholds}")
+    thresholds = np.linspace(1, args.thresholds, args.thresholds) / (args.thresholds + 1)
+    predictor = SamPredictor(load_model(args.model, device=args.device))
+    detectors = {str(args.model): lambda image: sam_edges(predictor, image, args.points_per_side, args.nms_thresh)}
+    if args.baselines:
+        detectors.update(BASELINES)
+    scores, rows = {}, []
+    for name, detector in detectors.items():
+        model_settings = ("model", "points_per_side", "nms_thresh") if name == str(args.model) else ()
+        part = "edges" if model_settings else f"edges-{name}"
+        records = _records(args, out, part, "thresholds", *model_settings)
+        (out / part).mkdir(exist_ok=True)
+        scores[name] = edge_scores(detector, dataset, args.limit, thresholds, records, out / part, progress=f"edges ({name})")
+        rows.append({"method": name, **{k: v for k, v in scores[name].to_dict().items() if k not in ("recall", "precision")}})
+    points = {}
+    if args.baselines:
+        points["human"] = human_agreement(dataset, args.limit, progress="human")
+        rows.append({"method": "human", "ods": _f_measure(*points["human"]), "ods_threshold": float("nan"),
+                     "ois": float("nan"), "ap": float("nan"), "r50": float("nan")})
+    plot_precision_recall({name: (s.recall, s.precision) for name, s in scores.items()}, points,
+                          out / "precision_recall.png", f"{args.data}: boundaries")
+    results = {"scores": {name: s.to_dict() for name, s in scores.items()},
+               "human": dict(zip(("recall", "precision"), points["human"])) if points else None}
+    _eval_finish(args, out, began, results, [rows])
+
+
+def _f_measure(recall: float, precision: float) -> float:
+    return 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+
+
+def _records(args: argparse.Namespace, out: Path, part: str, *options: str):
+    """Per-image results of one part of an evaluation, OUT/PART.jsonl, for --data and the
+    given options of args: an interrupted run given the same command resumes from them."""
+    from .eval.records import ImageRecords
+
+    return ImageRecords(out / f"{part}.jsonl", {"data": args.data, **{k: getattr(args, k) for k in options}})
 
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
@@ -233,7 +282,8 @@ def cmd_eval_proposals(args: argparse.Namespace) -> None:
     from .eval.coco import proposal_recall
 
     dataset, out, began = _eval_start(args)
-    _eval_finish(args, out, began, {"scores": proposal_recall(_generator(args), dataset, args.limit)})
+    records = _records(args, out, "proposals", "model", *GENERATOR_OPTIONS)
+    _eval_finish(args, out, began, {"scores": proposal_recall(_generator(args), dataset, args.limit, records=records)})
 
 
 def cmd_eval_boxes(args: argparse.Namespace) -> None:
@@ -248,7 +298,9 @@ def cmd_eval_boxes(args: argparse.Namespace) -> None:
             raise SegAnyError(f"{args.detections}: image_id {sorted(unknown)[0]!r} is not an image of "
                               f"--data {args.data}")
     predictor = SamPredictor(load_model(args.model, device=args.device))
-    _eval_finish(args, out, began, {"scores": box_prompted_ap(predictor, dataset, args.limit, detections)})
+    records = _records(args, out, "boxes", "model", "detections")
+    _eval_finish(args, out, began, {"scores": box_prompted_ap(predictor, dataset, args.limit, detections,
+                                                               records=records)})
 
 
 def _read_detections(path: Path) -> dict:
@@ -337,6 +389,12 @@ def _add_precision_options(parser: argparse.ArgumentParser) -> None:
 def _precisions(args: argparse.Namespace) -> dict:
     return {"dtype": torch.bfloat16 if args.bf16 else torch.float32,
             "decoder_dtype": torch.bfloat16 if args.bf16_decoder else torch.float32}
+
+
+# The options of `_add_generator_options` that change the masks.
+GENERATOR_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                     "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+                     "crop_n_points_downscale_factor", "min_mask_region_area", "bf16", "bf16_decoder")
 
 
 def _add_generator_options(parser: argparse.ArgumentParser) -> None:
@@ -443,11 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--baselines", action="store_true",
                          help="also score classical methods with the same prompts: OpenCV GrabCut from the box "
                               "and from a square around the point, scikit-image's random walker from the point")
+    prompts.add_argument("--point", choices=("center", "random"), default="center",
+                         help="each object's first point: the pixel farthest from its boundary (default) or a "
+                              "pixel drawn uniformly from it (seeded by the image name)")
     prompts.add_argument("--clicks", type=int, default=9,
-                         help="points of the interactive curve (center point, then corrective points; "
+                         help="points of the interactive curve (the first point, then corrective points; "
                               "default 9; 1: no curve)")
     prompts.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    prompts.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
+    prompts.add_argument("-o", "--output", required=True,
+                         help="output folder: results.json, results.md, interactive.png, per-image results as "
+                              ".jsonl (a rerun resumes)")
     prompts.set_defaults(run=cmd_eval_prompts)
 
     proposals = tasks.add_parser("proposals", help="mask AR of the automatic generator's masks as object "
@@ -460,13 +523,36 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a dataset of --data-root (split default: eval) or a dataset path")
         task.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
         task.add_argument("--limit", type=int, help="first N images only")
-        task.add_argument("-o", "--output", required=True, help="output folder: results.json, results.md")
+        task.add_argument("-o", "--output", required=True,
+                          help="output folder: results.json, results.md, per-image results as .jsonl (a rerun "
+                               "resumes)")
     _add_generator_options(proposals)
     proposals.set_defaults(run=cmd_eval_proposals)
     boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "
                                             "image_id is the image's name in the dataset (default: ground-truth boxes)")
     boxes.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     boxes.set_defaults(run=cmd_eval_boxes)
+
+    edges = tasks.add_parser("edges", help="edge detection from a 16x16 grid of point prompts, scored by the "
+                                           "BSDS500 boundary benchmark: ODS, OIS, AP, R50 (the paper's zero-shot "
+                                           "edge detection)")
+    edges.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+    edges.add_argument("--data", default="bsds500", metavar="NAME[:SPLIT]|PATH",
+                       help="a dataset with human boundary maps (default: bsds500, its test split)")
+    edges.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
+    edges.add_argument("--limit", type=int, help="first N images only")
+    edges.add_argument("--points-per-side", type=int, default=16, help="grid points along each side (default 16)")
+    edges.add_argument("--nms-thresh", type=float, default=0.7,
+                       help="box IoU above which NMS drops the lower-scored duplicate mask (default 0.7)")
+    edges.add_argument("--thresholds", type=int, default=99,
+                       help="edge-strength thresholds of the precision-recall curve (default 99, the benchmark's)")
+    edges.add_argument("--baselines", action="store_true",
+                       help="also score Sobel and Canny edges, and each annotator against the others (human)")
+    edges.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    edges.add_argument("-o", "--output", required=True,
+                       help="output folder: results.json, results.md, precision_recall.png, edge maps as PNG in "
+                            "edges/ (baselines: edges-NAME/), per-image counts as .jsonl (a rerun resumes)")
+    edges.set_defaults(run=cmd_eval_edges)
 
     stats = tasks.add_parser("stats", help="mask statistics of a dataset as PNG plots (paper figures 5-6)")
     stats.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",

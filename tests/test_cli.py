@@ -254,4 +254,8 @@ def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shar
     table = (tmp_path / "results.md").read_text().splitlines()
     assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 10
     assert table[4] == "| points | mIoU |" and table[-1].startswith("| 3 | ")
+    assert main(args) == 0  # again: every image read back from prompts.jsonl and baselines.jsonl
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert (again["scores"], again["baselines"]) == (results["scores"], results["baselines"])
+    assert len((tmp_path / "prompts.jsonl").read_text().splitlines()) == 1 + 1
     assert main(args[:4] + ["--data", "nosuch"] + args[6:]) == 2  # one-line error, no traceback

@@ -5,13 +5,15 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..data import MaskDataset
-from .prompts import center_point, mask_iou, mean_or_nan, objects, tight_box
+from ..data import MaskDataset, Sample
+from .prompts import first_points, mask_iou, mean_or_nan, object_masks, tight_box
+from .records import ImageRecords, each_image
 
 GRABCUT_ITERATIONS = 5
 POINT_BOX_FRACTION = 0.25  # side of the square around a point prompt, of the image's shorter side
 RANDOM_WALKER_SIDE = 256  # pixels: the random walker's linear system grows with the image
 RANDOM_WALKER_BETA = 130.0  # scikit-image's default edge penalty, for images scaled to [0, 1]
+BASELINES = ("GrabCut box", "GrabCut point", "random walker point")
 
 
 def grabcut_from_box(image: np.ndarray, box: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
@@ -59,16 +61,23 @@ def random_walker_from_points(image: np.ndarray, points: np.ndarray, labels: np.
     return cv2.resize(walked.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def baseline_scores(dataset: MaskDataset, limit: Optional[int] = None, progress: bool = False) -> Dict[str, float]:
-    """mIoU over the objects of the first `limit` images of the classical methods given the same
-    prompts as the model: GrabCut from the tight box, and from the center point GrabCut (square
-    around it) and the random walker."""
-    ious: Dict[str, List[float]] = {"GrabCut box": [], "GrabCut point": [], "random walker point": []}
-    for sample, truths in objects(dataset, limit, "baselines" if progress else None):
-        for truth in truths:
-            point = center_point(truth)
-            ious["GrabCut box"].append(mask_iou(grabcut_from_box(sample.image, tight_box(truth)), truth))
-            ious["GrabCut point"].append(mask_iou(grabcut_from_point(sample.image, point), truth))
-            walked = random_walker_from_points(sample.image, np.array([point]), np.array([1]))
-            ious["random walker point"].append(mask_iou(walked, truth))
-    return {name: mean_or_nan(values) for name, values in ious.items()}
+def baseline_scores(dataset: MaskDataset, limit: Optional[int] = None, progress: bool = False,
+                    records: Optional[ImageRecords] = None, first_point: str = "center") -> Dict[str, float]:
+    """mIoU over the objects of the first `limit` images (kept in `records` as they are done) of
+    the classical methods given the same prompts as the model (`image_baseline_scores`)."""
+    per_image = each_image(dataset, limit, lambda sample: image_baseline_scores(sample, first_point), records,
+                           "baselines" if progress else None)
+    return {name: mean_or_nan([iou for image in per_image for iou in image[name]]) for name in BASELINES}
+
+
+def image_baseline_scores(sample: Sample, first_point: str = "center") -> Dict[str, List[float]]:
+    """IoU of each object of one image from GrabCut given its tight box, and from its first point
+    (`first_points`) GrabCut (square around it) and the random walker."""
+    ious: Dict[str, List[float]] = {name: [] for name in BASELINES}
+    truths = object_masks(sample)
+    for truth, point in zip(truths, first_points(sample, truths, first_point)):
+        ious["GrabCut box"].append(mask_iou(grabcut_from_box(sample.image, tight_box(truth)), truth))
+        ious["GrabCut point"].append(mask_iou(grabcut_from_point(sample.image, point), truth))
+        walked = random_walker_from_points(sample.image, np.array([point]), np.array([1]))
+        ious["random walker point"].append(mask_iou(walked, truth))
+    return ious

@@ -7,18 +7,19 @@ size ranges apply (small < 32², medium < 96² pixels, large above).
 
 import contextlib
 import io
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..amg import SamAutomaticMaskGenerator
-from ..data import MaskDataset
+from ..data import MaskDataset, Sample
 from ..errors import SegAnyError
-from ..masks import mask_to_bbox, mask_to_rle
+from ..masks import Rle, mask_to_rle, rle_area, rles_to_boxes
 from ..predictor import SamPredictor
-from .prompts import objects, tight_box
+from .prompts import object_masks, tight_box
+from .records import ImageRecords, each_image
 
 AREAS = ("all", "small", "medium", "large")  # COCOeval's areaRng order
 
@@ -31,18 +32,16 @@ class _Collection:
         self.truths: List[dict] = []
         self.results: List[dict] = []
 
-    def add_image(self, shape: Sequence[int], truths: Sequence[np.ndarray]) -> int:
+    def add_image(self, record: dict) -> None:
+        """One image's `_image_record`: its size, true masks and results as RLEs."""
         image_id = len(self.images) + 1
-        height, width = shape[:2]
+        height, width = record["size"]
         self.images.append({"id": image_id, "height": height, "width": width})
-        for truth in truths:
+        for truth, box in zip(record["truths"], rles_to_boxes(record["truths"]).tolist()):
             self.truths.append({"id": len(self.truths) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "segmentation": mask_to_rle(truth), "area": int(truth.sum()),
-                                "bbox": mask_to_bbox(truth)})
-        return image_id
-
-    def add_result(self, image_id: int, rle: dict, score: float) -> None:
-        self.results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)})
+                                "segmentation": truth, "area": rle_area(truth), "bbox": box})
+        for rle, score in record["results"]:
+            self.results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)})
 
     def evaluate(self, max_dets: Sequence[int], use_cats: bool) -> COCOeval:
         if not self.truths:
@@ -63,18 +62,34 @@ class _Collection:
         return evaluation
 
 
+def _image_record(sample: Sample, results: Sequence[Tuple[Rle, float]]) -> dict:
+    """What the COCO tasks keep of an image: its size, its objects and the results as RLEs."""
+    return {"size": list(sample.image.shape[:2]), "truths": [mask_to_rle(t) for t in object_masks(sample)],
+            "results": [[rle, float(score)] for rle, score in results]}
+
+
+def _evaluate(per_image: Sequence[dict], max_dets: Sequence[int], use_cats: bool) -> COCOeval:
+    collection = _Collection()
+    for record in per_image:
+        collection.add_image(record)
+    return collection.evaluate(max_dets, use_cats)
+
+
 def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, limit: Optional[int] = None,
-                    max_dets: Sequence[int] = (10, 100, 1000), progress: bool = True) -> Dict[str, float]:
+                    max_dets: Sequence[int] = (10, 100, 1000), progress: bool = True,
+                    records: Optional[ImageRecords] = None) -> Dict[str, float]:
     """Mask average recall of the generator's masks as class-agnostic proposals ranked by predicted
-    IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N."""
+    IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N. Images
+    are kept in `records` as they are done."""
     if generator.output_mode != "coco_rle":
         raise SegAnyError("proposal_recall needs a generator with output_mode='coco_rle'")
-    collection = _Collection()
-    for sample, truths in objects(dataset, limit, "proposals" if progress else None):
-        image_id = collection.add_image(sample.image.shape, truths)
-        for record in generator.generate(sample.image):
-            collection.add_result(image_id, record["segmentation"], record["predicted_iou"])
-    recall = collection.evaluate(max_dets, use_cats=False).eval["recall"]  # IoU thresholds, 1, areas, max_dets
+
+    def proposals(sample: Sample) -> dict:
+        found = generator.generate(sample.image)
+        return _image_record(sample, [(r["segmentation"], r["predicted_iou"]) for r in found])
+
+    per_image = each_image(dataset, limit, proposals, records, "proposals" if progress else None)
+    recall = _evaluate(per_image, max_dets, use_cats=False).eval["recall"]  # IoU thresholds, 1, areas, max_dets
     scores = {f"AR@{n}": _mean_recall(recall[:, 0, 0, m]) for m, n in enumerate(max_dets)}
     for a, area in enumerate(AREAS[1:], start=1):
         scores[f"AR@{max_dets[-1]} {area}"] = _mean_recall(recall[:, 0, a, -1])
@@ -88,31 +103,32 @@ def _mean_recall(values: np.ndarray) -> float:
 
 
 def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Optional[int] = None,
-                    detections: Optional[Dict[str, List[dict]]] = None, progress: bool = True) -> Dict[str, float]:
+                    detections: Optional[Dict[str, List[dict]]] = None, progress: bool = True,
+                    records: Optional[ImageRecords] = None) -> Dict[str, float]:
     """Mask AP (COCO: AP, AP50, AP75, APs, APm, APl) of the single-mask output for box prompts.
 
     detections: image name -> [{"bbox": [x, y, w, h], "score": s}, ...] from a detector; the
     masks keep the detector's scores. Without it every object's tight box is a prompt, scored
-    by the predicted IoU of its mask.
+    by the predicted IoU of its mask. Images are kept in `records` as they are done.
     """
-    collection = _Collection()
-    for sample, truths in objects(dataset, limit, "box prompts" if progress else None):
-        image_id = collection.add_image(sample.image.shape, truths)
+
+    def prompted(sample: Sample) -> dict:
         if detections is None:
-            boxes = np.array([tight_box(t) for t in truths]).reshape(-1, 4)
+            boxes = np.array([tight_box(t) for t in object_masks(sample)]).reshape(-1, 4)
             given_scores = None
         else:
             found = detections.get(sample.name, [])
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in found)]).reshape(-1, 4)
             given_scores = [d["score"] for d in found]
         if not len(boxes):
-            continue
+            return _image_record(sample, [])
         predictor.set_image(sample.image)
         masks, predicted_iou, _ = predictor.predict_batch(boxes=boxes, multimask_output=False)
         scores = predicted_iou[:, 0] if given_scores is None else given_scores
-        for mask, score in zip(masks[:, 0], scores):
-            collection.add_result(image_id, mask_to_rle(mask), score)
-    stats = collection.evaluate((1, 10, 100), use_cats=True).stats
+        return _image_record(sample, [(mask_to_rle(mask), score) for mask, score in zip(masks[:, 0], scores)])
+
+    per_image = each_image(dataset, limit, prompted, records, "box prompts" if progress else None)
+    stats = _evaluate(per_image, (1, 10, 100), use_cats=True).stats
     # COCOeval writes -1 where no object has that size.
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     return {name: float(v) if v > -1 else float("nan") for name, v in zip(names, stats)}

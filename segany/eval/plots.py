@@ -4,6 +4,8 @@ import contextlib
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple, Union
 
+import numpy as np
+
 from ..fileio import atomic_path
 
 
@@ -35,3 +37,24 @@ def plot_curves(curves: Dict[str, List[float]], path: Union[str, Path], title: s
         axes.set_xticks(range(1, max(len(v) for v in curves.values()) + 1))
         axes.grid(alpha=0.3)
         axes.legend()
+
+
+def plot_precision_recall(curves: Dict[str, Tuple[List[float], List[float]]], points: Dict[str, Tuple[float, float]],
+                          path: Union[str, Path], title: str) -> None:
+    """Precision over recall: a line per name of `curves` (recall, precision per threshold) and a
+    marker per name of `points` (recall, precision), over grey curves of equal F-measure."""
+    with figure_file(path, size=(5, 5)) as axes:
+        recall = np.linspace(0.01, 1, 200)
+        for f in np.arange(0.1, 1, 0.1):
+            precision = f * recall / (2 * recall - f)
+            shown = (precision > 0) & (precision <= 1)
+            axes.plot(recall[shown], precision[shown], color="0.85", linewidth=0.8)
+        for name, (recall_values, precision_values) in curves.items():
+            shown = [(r, p) for r, p in zip(recall_values, precision_values) if r > 0 or p > 0]
+            if shown:
+                axes.plot(*zip(*shown), label=name)
+        for name, (r, p) in points.items():
+            axes.plot([r], [p], marker="o", linestyle="none", label=name)
+        axes.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left")

@@ -1,24 +1,29 @@
 """Prompted segmentation of known objects (paper §7.1): one point or one box per object, scored by
 IoU, and the interactive curve: mIoU after each of several corrective points."""
 
+import zlib
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..data import MaskDataset, Sample
+from ..errors import SegAnyError
 from ..masks import mask_to_bbox
 from ..predictor import SamPredictor
+from .records import ImageRecords, each_image
+
+SCORES = ("confident", "oracle", "single", "box")  # one IoU per object each
 
 
 @dataclass
 class PromptScores:
     """Mean IoU over objects with the ground truth of: the most confident of the 3 masks from the
-    object's center point, the best of those 3 ("oracle"), the single-mask output from that point,
+    object's first point (its center, or a random pixel), the best of those 3 ("oracle"), the single-mask output from that point,
     and the single-mask output from the object's box; `objects` counted; `interactive`: mIoU
-    after 1, 2, ... points (the first is `confident`, see `prompt_scores`)."""
+    after 1, 2, ... points (the first is `confident`, see `image_prompt_scores`)."""
 
     confident: float
     oracle: float
@@ -50,6 +55,11 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a & b) / union if union else 1.0
 
 
+def object_masks(sample: Sample) -> List[np.ndarray]:
+    """The non-empty masks of a sample: the objects to prompt."""
+    return [m for m in sample.masks if m.any()]
+
+
 def objects(dataset: MaskDataset, limit: Optional[int] = None,
             progress: Optional[str] = None) -> Iterator[Tuple[Sample, List[np.ndarray]]]:
     """(sample, its non-empty masks) for the first `limit` images of the dataset; with a
@@ -57,36 +67,67 @@ def objects(dataset: MaskDataset, limit: Optional[int] = None,
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for index in tqdm(range(count), desc=progress, unit="image", disable=progress is None):
         sample = dataset[index]
-        yield sample, [m for m in sample.masks if m.any()]
+        yield sample, object_masks(sample)
+
+
+def first_points(sample: Sample, truths: Sequence[np.ndarray], how: str = "center") -> List[Tuple[int, int]]:
+    """The first point prompt (x, y) of each object: its `center_point` (how="center") or a pixel
+    drawn uniformly from it (how="random", seeded by the image's name so that every run and every
+    method gets the same points)."""
+    if how == "center":
+        return [center_point(truth) for truth in truths]
+    if how != "random":
+        raise SegAnyError(f"the first point is 'center' or 'random', not {how!r}")
+    rng = np.random.default_rng(zlib.crc32(sample.name.encode()))
+    points = []
+    for truth in truths:
+        ys, xs = np.nonzero(truth)
+        drawn = int(rng.integers(len(xs)))
+        points.append((int(xs[drawn]), int(ys[drawn])))
+    return points
 
 
 def prompt_scores(predictor: SamPredictor, dataset: MaskDataset, limit: Optional[int] = None,
-                  clicks: int = 1, progress: bool = False) -> PromptScores:
-    """Prompt every object of the first `limit` images with its center point, then its box, and
-    with `clicks` > 1 go on from the point's most confident mask with corrective points (the
+                  clicks: int = 1, progress: bool = False, records: Optional[ImageRecords] = None,
+                  first_point: str = "center") -> PromptScores:
+    """`image_prompt_scores` of the first `limit` images (kept in `records` as they are done),
+    averaged over all their objects."""
+    per_image = each_image(dataset, limit, lambda sample: image_prompt_scores(predictor, sample, clicks, first_point),
+                           records, "prompts" if progress else None)
+    values = {key: [iou for image in per_image for iou in image[key]] for key in (*SCORES, "interactive")}
+    curve = np.array(values.pop("interactive")).reshape(-1, clicks)  # (objects, clicks)
+    return PromptScores(**{key: mean_or_nan(v) for key, v in values.items()}, objects=len(curve),
+                        interactive=[mean_or_nan(list(column)) for column in curve.T])
+
+
+def image_prompt_scores(predictor: SamPredictor, sample: Sample, clicks: int = 1,
+                        first_point: str = "center") -> Dict[str, List]:
+    """IoU with the truth of each object of one image, prompted with one point (`first_points`:
+    "center" or "random") and with its box (see `PromptScores` for the keys), and "interactive":
+    per object, the IoU after 1..clicks points.
+
+    With `clicks` > 1 the points after the first go on from the point's most confident mask (the
     interactive curve, paper §7.1, Fig. 9): each next point is `corrective_point` of the current
     mask, decoded with all points so far to the single-mask output, the previous low-res logits
-    as mask prompt. Once a mask equals the truth it stays, with IoU 1."""
-    confident, oracle, single, box = [], [], [], []
-    curve: List[List[float]] = [[] for _ in range(clicks)]
-    for sample, truths in objects(dataset, limit, "prompts" if progress else None):
+    as mask prompt. Once a mask equals the truth it stays, with IoU 1.
+    """
+    scores: Dict[str, List] = {key: [] for key in (*SCORES, "interactive")}
+    truths = object_masks(sample)
+    if truths:
         predictor.set_image(sample.image)
-        for truth in truths:
-            center = center_point(truth)
-            point, label = np.array([center], dtype=np.float64), np.array([1])
-            masks, scores, low_res = predictor.predict(point, label, multimask_output=True)
-            ious = [mask_iou(m, truth) for m in masks]
-            best = int(np.argmax(scores))
-            confident.append(ious[best])
-            oracle.append(max(ious))
-            (one,), _, _ = predictor.predict(point, label, multimask_output=False)
-            single.append(mask_iou(one, truth))
-            (from_box,), _, _ = predictor.predict(box=tight_box(truth), multimask_output=False)
-            box.append(mask_iou(from_box, truth))
-            for values, iou in zip(curve, _corrections(predictor, truth, center, masks[best], low_res[best], clicks)):
-                values.append(iou)
-    means = (mean_or_nan(values) for values in (confident, oracle, single, box))
-    return PromptScores(*means, objects=len(oracle), interactive=[mean_or_nan(values) for values in curve])
+    for truth, first in zip(truths, first_points(sample, truths, first_point)):
+        point, label = np.array([first], dtype=np.float64), np.array([1])
+        masks, predicted_iou, low_res = predictor.predict(point, label, multimask_output=True)
+        ious = [mask_iou(m, truth) for m in masks]
+        best = int(np.argmax(predicted_iou))
+        scores["confident"].append(ious[best])
+        scores["oracle"].append(max(ious))
+        (one,), _, _ = predictor.predict(point, label, multimask_output=False)
+        scores["single"].append(mask_iou(one, truth))
+        (from_box,), _, _ = predictor.predict(box=tight_box(truth), multimask_output=False)
+        scores["box"].append(mask_iou(from_box, truth))
+        scores["interactive"].append(_corrections(predictor, truth, first, masks[best], low_res[best], clicks))
+    return scores
 
 
 def _corrections(predictor: SamPredictor, truth: np.ndarray, point: Tuple[int, int], mask: np.ndarray,

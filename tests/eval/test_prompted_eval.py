@@ -7,8 +7,10 @@ from segany.eval import (
     center_point,
     corrective_point,
     baseline_scores,
+    first_points,
     grabcut_from_box,
     grabcut_from_point,
+    image_prompt_scores,
     prompt_scores,
     random_walker_from_points,
     tight_box,
@@ -124,3 +126,15 @@ def test_interactive_curve_starts_at_the_confident_one_point_score(shared_data, 
     assert len(calls) - len(corrections) == 3 * scores.objects
     assert corrections and all(has_mask and not multimask for _, has_mask, multimask in corrections)
     assert len(corrections) <= 3 * scores.objects
+
+
+def test_random_first_points_are_inside_and_repeatable(shared_data):
+    sample = shared_dataset("pennfudan", "eval", shared_data)[0]
+    truths = [m for m in sample.masks if m.any()]
+    points = first_points(sample, truths, "random")
+    assert points == first_points(sample, truths, "random")  # the same for every run and method
+    assert all(truth[y, x] for truth, (x, y) in zip(truths, points))
+    assert points != first_points(sample, truths, "center")
+    predictor = segany.SamPredictor(segany.random_model(MICRO, seed=2))
+    scores = image_prompt_scores(predictor, sample, first_point="random")
+    assert len(scores["confident"]) == len(truths)
