@@ -230,6 +230,8 @@ def cmd_eval_edges(args: argparse.Namespace) -> None:
     dataset, out, began = _eval_start(args)
     if args.thresholds < 2:
         raise SegAnyError(f"--thresholds must be at least 2, got {args.thresholds}")
+    if args.points_per_side < 1:
+        raise SegAnyError(f"--points-per-side must be at least 1, got {args.points_per_side}")
     thresholds = np.linspace(1, args.thresholds, args.thresholds) / (args.thresholds + 1)
     predictor = SamPredictor(load_model(args.model, device=args.device))
     detectors = {str(args.model): lambda image: sam_edges(predictor, image, args.points_per_side, args.nms_thresh)}
@@ -271,7 +273,7 @@ def cmd_eval_stats(args: argparse.Namespace) -> None:
     from .eval.statistics import dataset_statistics, plot_statistics
 
     dataset, out, began = _eval_start(args, default_split="all")
-    stats = dataset_statistics(dataset, args.limit)
+    stats = dataset_statistics(dataset, args.limit, records=_records(args, out, "stats"))
     if not len(stats.relative_sizes):
         raise SegAnyError(f"--data {args.data}: no masks in the first {len(stats.masks_per_image)} image(s)")
     plot_statistics(stats, out, args.data)
@@ -562,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--limit", type=int, help="first N images only")
     stats.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, masks_per_image.png, relative_size.png, "
-                            "concavity.png, centres.png")
+                            "concavity.png, centres.png, per-image results as .jsonl (a rerun resumes)")
     stats.set_defaults(run=cmd_eval_stats)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")

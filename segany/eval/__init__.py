@@ -10,7 +10,7 @@ from .prompts import (
     first_points,
     image_prompt_scores,
     mask_iou,
-    objects,
+    object_masks,
     prompt_scores,
     tight_box,
 )
@@ -34,7 +34,7 @@ __all__ = [
     "grabcut_from_box",
     "grabcut_from_point",
     "mask_iou",
-    "objects",
+    "object_masks",
     "prompt_scores",
     "random_walker_from_points",
     "tight_box",

@@ -144,6 +144,8 @@ class BoundaryScores:
 
 def boundary_scores(counts: Sequence[np.ndarray], thresholds: np.ndarray = THRESHOLDS) -> BoundaryScores:
     """The benchmark's numbers from the (T, 4) counts of every image (`boundary_counts`)."""
+    if not len(counts):
+        raise SegAnyError("no images to score")
     per_image = np.stack(counts)  # (I, T, 4)
     recall, precision = _recall_precision(per_image.sum(axis=0))
     ods_threshold, ods = _best_f(thresholds, recall, precision)
@@ -230,9 +232,11 @@ def human_agreement(dataset: MaskDataset, limit: Optional[int] = None, progress:
 
     def counts(sample: Sample) -> dict:
         maps = _boundaries(sample)
+        if len(maps) < 2:
+            return {"counts": [0, 0, 0, 0]}
         rows = [boundary_counts(maps[a].astype(np.float32), [m for i, m in enumerate(maps) if i != a],
-                                thresholds=np.array([0.5]))[0] for a in range(len(maps)) if len(maps) > 1]
-        return {"counts": np.sum(rows, axis=0).tolist() if rows else [0, 0, 0, 0]}
+                                thresholds=np.array([0.5]))[0] for a in range(len(maps))]
+        return {"counts": np.sum(rows, axis=0).tolist()}
 
     total = np.sum([image["counts"] for image in each_image(dataset, limit, counts, progress=progress)], axis=0)
     recall, precision = _recall_precision(np.asarray(total))

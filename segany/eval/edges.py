@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..amg.boxes import masks_to_boxes, nms
+from ..amg.generator import UPSCALE_CHUNK_PIXELS
 from ..amg.grid import build_point_grid
 from ..predictor import SamPredictor
 
@@ -26,10 +27,12 @@ def sam_edges(predictor: SamPredictor, image: np.ndarray, points_per_side: int =
     """The model's edges: a grid of foreground points, 3 masks each, duplicates removed by box
     NMS on predicted IoU; the Sobel gradient of each remaining mask's probability map, kept near
     the mask's boundary (within a pixel of the thresholded mask's edge), maximum over the masks,
-    scaled to [0, 1] and thinned by edge NMS."""
+    scaled to [0, 1] and thinned by edge NMS. Full-size masks are made a few at a time
+    (points_per_batch is lowered for large images)."""
     predictor.set_image(image)
     height, width = image.shape[:2]
     points = build_point_grid(points_per_side) * np.array([width, height])
+    points_per_batch = max(1, min(points_per_batch, UPSCALE_CHUNK_PIXELS // (3 * height * width)))  # memory
     low_res, scores, boxes, nonempty = [], [], [], []
     for start in range(0, len(points), points_per_batch):
         chunk = points[start : start + points_per_batch, None, :]  # (B, 1, 2)
@@ -43,8 +46,8 @@ def sam_edges(predictor: SamPredictor, image: np.ndarray, points_per_side: int =
     present = torch.nonzero(torch.cat(nonempty)).flatten()
     kept = present[nms(torch.cat(boxes)[present], torch.cat(scores)[present], nms_threshold)]
     edges = torch.zeros(height, width)
-    for start in range(0, len(kept), points_per_batch):
-        chunk = low_res_all[kept[start : start + points_per_batch], None]  # (B, 1, h, w)
+    for start in range(0, len(kept), 3 * points_per_batch):
+        chunk = low_res_all[kept[start : start + 3 * points_per_batch], None]  # (B, 1, h, w)
         with torch.no_grad():
             logits = predictor.model.postprocess_masks(chunk, predictor.input_size, predictor.original_size)
         edges = torch.maximum(edges, _boundary_gradient(logits, predictor.model.mask_threshold).amax(dim=0))

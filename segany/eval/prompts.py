@@ -3,11 +3,10 @@ IoU, and the interactive curve: mIoU after each of several corrective points."""
 
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..data import MaskDataset, Sample
 from ..errors import SegAnyError
@@ -58,16 +57,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def object_masks(sample: Sample) -> List[np.ndarray]:
     """The non-empty masks of a sample: the objects to prompt."""
     return [m for m in sample.masks if m.any()]
-
-
-def objects(dataset: MaskDataset, limit: Optional[int] = None,
-            progress: Optional[str] = None) -> Iterator[Tuple[Sample, List[np.ndarray]]]:
-    """(sample, its non-empty masks) for the first `limit` images of the dataset; with a
-    `progress` label, a progress bar of that name."""
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for index in tqdm(range(count), desc=progress, unit="image", disable=progress is None):
-        sample = dataset[index]
-        yield sample, object_masks(sample)
 
 
 def first_points(sample: Sample, truths: Sequence[np.ndarray], how: str = "center") -> List[Tuple[int, int]]:

@@ -12,9 +12,10 @@ from typing import Dict, List, Optional, Union
 import cv2
 import numpy as np
 
-from ..data import MaskDataset
+from ..data import MaskDataset, Sample
 from .plots import figure_file
-from .prompts import objects
+from .prompts import object_masks
+from .records import ImageRecords, each_image
 
 
 @dataclass
@@ -51,22 +52,29 @@ def concavity(mask: np.ndarray) -> float:
     return max(0.0, 1.0 - area / hull_area)
 
 
-def dataset_statistics(dataset: MaskDataset, limit: Optional[int] = None, progress: bool = True) -> MaskStatistics:
-    """The statistics of the non-empty masks of the first `limit` images (all without limit)."""
-    counts: List[int] = []
-    sizes: List[float] = []
-    concavities: List[float] = []
-    centres: List[np.ndarray] = []
-    for sample, masks in objects(dataset, limit, "mask statistics" if progress else None):
-        height, width = sample.image.shape[:2]
-        counts.append(len(masks))
-        for mask in masks:
-            ys, xs = np.nonzero(mask)
-            sizes.append(np.sqrt(len(xs) / (height * width)))
-            concavities.append(concavity(mask))
-            centres.append(np.array([(xs.mean() + 0.5) / width, (ys.mean() + 0.5) / height]))
-    return MaskStatistics(np.array(counts, dtype=np.int64), np.array(sizes), np.array(concavities),
-                          np.array(centres).reshape(-1, 2))
+def dataset_statistics(dataset: MaskDataset, limit: Optional[int] = None, progress: bool = True,
+                       records: Optional[ImageRecords] = None) -> MaskStatistics:
+    """The statistics of the non-empty masks of the first `limit` images (all without limit),
+    images kept in `records` as they are done."""
+    per_image = each_image(dataset, limit, image_statistics, records, "mask statistics" if progress else None)
+    return MaskStatistics(
+        np.array([len(image["sizes"]) for image in per_image], dtype=np.int64),
+        np.array([v for image in per_image for v in image["sizes"]]),
+        np.array([v for image in per_image for v in image["concavities"]]),
+        np.array([v for image in per_image for v in image["centres"]]).reshape(-1, 2),
+    )
+
+
+def image_statistics(sample: Sample) -> Dict[str, list]:
+    """Per non-empty mask of one image: relative size, concavity and centre (x, y)."""
+    height, width = sample.image.shape[:2]
+    stats: Dict[str, list] = {"sizes": [], "concavities": [], "centres": []}
+    for mask in object_masks(sample):
+        ys, xs = np.nonzero(mask)
+        stats["sizes"].append(float(np.sqrt(len(xs) / (height * width))))
+        stats["concavities"].append(concavity(mask))
+        stats["centres"].append([float((xs.mean() + 0.5) / width), float((ys.mean() + 0.5) / height)])
+    return stats
 
 
 def plot_statistics(stats: MaskStatistics, folder: Union[str, Path], name: str) -> List[Path]:
