@@ -209,8 +209,8 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
                "1-point single": scores.single, "box mIoU": scores.box}
     results = {"scores": scores.to_dict()}
     if args.baselines:
-        results["baselines"] = baseline_scores(dataset, args.limit, progress=True,
-                                               records=_records(args, out, "baselines", "point"), first_point=args.point)
+        results["baselines"] = baseline_scores(dataset, args.limit, progress=True, first_point=args.point,
+                                               records=_records(args, out, "baselines", "point"))
         columns.update({f"{name} mIoU": value for name, value in results["baselines"].items()})
     tables = [[columns]]
     if args.clicks > 1:
@@ -243,8 +243,10 @@ def cmd_eval_edges(args: argparse.Namespace) -> None:
         part = "edges" if model_settings else f"edges-{name}"
         records = _records(args, out, part, "thresholds", *model_settings)
         (out / part).mkdir(exist_ok=True)
-        scores[name] = edge_scores(detector, dataset, args.limit, thresholds, records, out / part, progress=f"edges ({name})")
-        rows.append({"method": name, **{k: v for k, v in scores[name].to_dict().items() if k not in ("recall", "precision")}})
+        scores[name] = edge_scores(detector, dataset, args.limit, thresholds, records, out / part,
+                                   progress=f"edges ({name})")
+        summary = {k: v for k, v in scores[name].to_dict().items() if k not in ("recall", "precision")}
+        rows.append({"method": name, **summary})
     points = {}
     if args.baselines:
         points["human"] = human_agreement(dataset, args.limit, progress="human")
@@ -285,7 +287,8 @@ def cmd_eval_proposals(args: argparse.Namespace) -> None:
 
     dataset, out, began = _eval_start(args)
     records = _records(args, out, "proposals", "model", *GENERATOR_OPTIONS)
-    _eval_finish(args, out, began, {"scores": proposal_recall(_generator(args), dataset, args.limit, records=records)})
+    scores = proposal_recall(_generator(args), dataset, args.limit, records=records, figure=out / "recall_iou.png")
+    _eval_finish(args, out, began, {"scores": scores})
 
 
 def cmd_eval_boxes(args: argparse.Namespace) -> None:
@@ -301,8 +304,9 @@ def cmd_eval_boxes(args: argparse.Namespace) -> None:
                               f"--data {args.data}")
     predictor = SamPredictor(load_model(args.model, device=args.device))
     records = _records(args, out, "boxes", "model", "detections")
-    _eval_finish(args, out, began, {"scores": box_prompted_ap(predictor, dataset, args.limit, detections,
-                                                               records=records)})
+    scores = box_prompted_ap(predictor, dataset, args.limit, detections, records=records,
+                             figure=out / "precision_recall.png")
+    _eval_finish(args, out, began, {"scores": scores})
 
 
 def _read_detections(path: Path) -> dict:
@@ -526,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
         task.add_argument("--limit", type=int, help="first N images only")
         task.add_argument("-o", "--output", required=True,
-                          help="output folder: results.json, results.md, per-image results as .jsonl (a rerun "
-                               "resumes)")
+                          help="output folder: results.json, results.md, a PNG plot (proposals: recall_iou.png, "
+                               "boxes: precision_recall.png), per-image results as .jsonl (a rerun resumes)")
     _add_generator_options(proposals)
     proposals.set_defaults(run=cmd_eval_proposals)
     boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "

@@ -7,6 +7,7 @@ size ranges apply (small < 32², medium < 96² pixels, large above).
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..data import MaskDataset, Sample
 from ..errors import SegAnyError
 from ..masks import Rle, mask_to_rle, rle_area, rles_to_boxes
 from ..predictor import SamPredictor
+from .plots import plot_curves
 from .prompts import object_masks, tight_box
 from .records import ImageRecords, each_image
 
@@ -77,10 +79,10 @@ def _evaluate(per_image: Sequence[dict], max_dets: Sequence[int], use_cats: bool
 
 def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, limit: Optional[int] = None,
                     max_dets: Sequence[int] = (10, 100, 1000), progress: bool = True,
-                    records: Optional[ImageRecords] = None) -> Dict[str, float]:
+                    records: Optional[ImageRecords] = None, figure: Optional[Path] = None) -> Dict[str, float]:
     """Mask average recall of the generator's masks as class-agnostic proposals ranked by predicted
     IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N. Images
-    are kept in `records` as they are done."""
+    are kept in `records` as they are done; `figure`: a PNG of recall over the IoU threshold."""
     if generator.output_mode != "coco_rle":
         raise SegAnyError("proposal_recall needs a generator with output_mode='coco_rle'")
 
@@ -89,10 +91,16 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
         return _image_record(sample, [(r["segmentation"], r["predicted_iou"]) for r in found])
 
     per_image = each_image(dataset, limit, proposals, records, "proposals" if progress else None)
-    recall = _evaluate(per_image, max_dets, use_cats=False).eval["recall"]  # IoU thresholds, 1, areas, max_dets
+    evaluation = _evaluate(per_image, max_dets, use_cats=False)
+    recall = evaluation.eval["recall"]  # IoU thresholds, 1, areas, max_dets
     scores = {f"AR@{n}": _mean_recall(recall[:, 0, 0, m]) for m, n in enumerate(max_dets)}
     for a, area in enumerate(AREAS[1:], start=1):
         scores[f"AR@{max_dets[-1]} {area}"] = _mean_recall(recall[:, 0, a, -1])
+    if figure is not None:
+        curves = {f"{area} objects": recall[:, 0, a, -1] for a, area in enumerate(AREAS)
+                  if (recall[:, 0, a, -1] > -1).all()}  # -1: no object of that size
+        plot_curves(curves, figure, f"recall of {max_dets[-1]} proposals per image", "IoU threshold", "recall",
+                    x=evaluation.params.iouThrs)
     return scores
 
 
@@ -104,12 +112,13 @@ def _mean_recall(values: np.ndarray) -> float:
 
 def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Optional[int] = None,
                     detections: Optional[Dict[str, List[dict]]] = None, progress: bool = True,
-                    records: Optional[ImageRecords] = None) -> Dict[str, float]:
+                    records: Optional[ImageRecords] = None, figure: Optional[Path] = None) -> Dict[str, float]:
     """Mask AP (COCO: AP, AP50, AP75, APs, APm, APl) of the single-mask output for box prompts.
 
     detections: image name -> [{"bbox": [x, y, w, h], "score": s}, ...] from a detector; the
     masks keep the detector's scores. Without it every object's tight box is a prompt, scored
-    by the predicted IoU of its mask. Images are kept in `records` as they are done.
+    by the predicted IoU of its mask. Images are kept in `records` as they are done; `figure`: a
+    PNG of the precision-recall curves at mask IoU 0.5 and 0.75.
     """
 
     def prompted(sample: Sample) -> dict:
@@ -128,7 +137,13 @@ def box_prompted_ap(predictor: SamPredictor, dataset: MaskDataset, limit: Option
         return _image_record(sample, [(mask_to_rle(mask), score) for mask, score in zip(masks[:, 0], scores)])
 
     per_image = each_image(dataset, limit, prompted, records, "box prompts" if progress else None)
-    stats = _evaluate(per_image, (1, 10, 100), use_cats=True).stats
+    evaluation = _evaluate(per_image, (1, 10, 100), use_cats=True)
+    if figure is not None:
+        precision = evaluation.eval["precision"]  # IoU thresholds, recall points, classes, areas, max_dets
+        curves = {f"mask IoU {evaluation.params.iouThrs[t]:.2f}": np.maximum(precision[t, :, 0, 0, -1], 0)
+                  for t in (0, 5)}
+        plot_curves(curves, figure, "instances from box prompts", "recall", "precision", x=evaluation.params.recThrs)
+    stats = evaluation.stats
     # COCOeval writes -1 where no object has that size.
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     return {name: float(v) if v > -1 else float("nan") for name, v in zip(names, stats)}

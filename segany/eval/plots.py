@@ -2,7 +2,7 @@
 
 import contextlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,13 +28,14 @@ def figure_file(path: Union[str, Path], size: Tuple[float, float] = (5, 3.6)) ->
 
 
 def plot_curves(curves: Dict[str, List[float]], path: Union[str, Path], title: str, xlabel: str,
-                ylabel: str) -> None:
-    """One line per name over x = 1, 2, ..., y in [0, 1]."""
+                ylabel: str, x: Optional[Sequence[float]] = None) -> None:
+    """One line per name, y in [0, 1], over `x` (default: 1, 2, ... with a tick each)."""
     with figure_file(path) as axes:
         for name, values in curves.items():
-            axes.plot(range(1, len(values) + 1), values, marker="o", label=name)
+            axes.plot(range(1, len(values) + 1) if x is None else x, values, marker="o", label=name)
         axes.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 1))
-        axes.set_xticks(range(1, max(len(v) for v in curves.values()) + 1))
+        if x is None:
+            axes.set_xticks(range(1, max(len(v) for v in curves.values()) + 1))
         axes.grid(alpha=0.3)
         axes.legend()
 

@@ -20,9 +20,10 @@ SCORES = ("confident", "oracle", "single", "box")  # one IoU per object each
 @dataclass
 class PromptScores:
     """Mean IoU over objects with the ground truth of: the most confident of the 3 masks from the
-    object's first point (its center, or a random pixel), the best of those 3 ("oracle"), the single-mask output from that point,
-    and the single-mask output from the object's box; `objects` counted; `interactive`: mIoU
-    after 1, 2, ... points (the first is `confident`, see `image_prompt_scores`)."""
+    object's first point (its center, or a random pixel), the best of those 3 ("oracle"), the
+    single-mask output from that point, and the single-mask output from the object's box;
+    `objects` counted; `interactive`: mIoU after 1, 2, ... points (the first is `confident`, see
+    `image_prompt_scores`)."""
 
     confident: float
     oracle: float

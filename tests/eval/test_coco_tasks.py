@@ -90,5 +90,9 @@ def test_eval_boxes_and_proposals_on_the_command_line(tmp_path, shared_data):
     assert main(["eval", "proposals", *common, "--points-per-side", "8", "-o", str(tmp_path / "proposals")]) == 0
     proposals = json.loads((tmp_path / "proposals" / "results.json").read_text())["scores"]
     assert 0 <= proposals["AR@1000"] <= 1
+    for figure in (tmp_path / "boxes" / "precision_recall.png", tmp_path / "proposals" / "recall_iou.png"):
+        assert figure.read_bytes().startswith(b"\x89PNG")
+    records = (tmp_path / "proposals" / "proposals.jsonl").read_text().splitlines()
+    assert len(records) == 1 + 2 and '"points_per_side": 8' in records[0]
     (tmp_path / "det.json").write_text(json.dumps([{"image_id": "nosuch", "bbox": [0, 0, 5, 5], "score": 1}]))
     assert main(["eval", "boxes", *common, "--detections", str(tmp_path / "det.json"), "-o", str(tmp_path)]) == 2
