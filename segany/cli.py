@@ -367,6 +367,20 @@ def _markdown_table(rows: List[dict]) -> str:
     return "".join(f"| {' | '.join(row)} |\n" for row in [list(rows[0]), ["---"] * len(rows[0]), *cells])
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from .export import export_decoder, export_encoder
+
+    model = load_model(args.model)
+    out = Path(args.output)
+    written = []
+    for suffix, quantize in [("", False)] + ([("-int8", True)] if args.quantize else []):
+        written.append(export_decoder(model, out / f"decoder{suffix}.onnx", args.single_mask, args.stability_score,
+                                      quantize))
+        if args.encoder:
+            written.append(export_encoder(model, out / f"encoder{suffix}.onnx", quantize))
+    print("\n".join(f"{path}: {path.stat().st_size / 2**20:.1f} MiB" for path in written))
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -570,6 +584,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output folder: results.json, results.md, masks_per_image.png, relative_size.png, "
                             "concavity.png, centres.png, per-image results as .jsonl (a rerun resumes)")
     stats.set_defaults(run=cmd_eval_stats)
+
+    onnx = sub.add_parser("export-onnx", help="ONNX graphs: the prompt encoder and mask decoder with the official "
+                                               "web demo's inputs and outputs, and the image encoder")
+    onnx.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+    onnx.add_argument("--single-mask", action="store_true",
+                      help="one mask per prompt (best of 3 for a single point, else the single-mask output)")
+    onnx.add_argument("--stability-score", action="store_true",
+                      help="return stability scores instead of predicted IoU")
+    onnx.add_argument("--encoder", action="store_true",
+                      help="also the image encoder (input: the resized, normalised, padded image)")
+    onnx.add_argument("--quantize", action="store_true", help="also int8 versions (dynamic quantisation): *-int8.onnx")
+    onnx.add_argument("-o", "--output", required=True, help="output folder: decoder.onnx [encoder.onnx]")
+    onnx.set_defaults(run=cmd_export_onnx)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)

@@ -166,8 +166,9 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
         rel_pos = (self.rel_pos_h, self.rel_pos_w) if self.use_rel_pos else None
-        # The blocked loop is for eager inference; autograd and torch.compile get the plain form.
-        if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+        # The blocked loop (buffers written in place) is for eager inference; autograd, torch.compile
+        # and tracing (ONNX export) get the plain form.
+        if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling() or torch.jit.is_tracing():
             x = attention(q, k, v, self.scale, (h, w), rel_pos)
         else:
             x = blocked_attention(q, k, v, self.scale, (h, w), rel_pos)

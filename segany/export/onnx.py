@@ -1,0 +1,157 @@
+"""ONNX export: the prompt encoder and mask decoder with the interface of the official SAM web
+demo (so its clients run our models unchanged), the image encoder, and int8 dynamic quantisation
+of either.
+
+Decoder inputs (batch 1, N prompt points, N dynamic):
+    image_embeddings [1, C, h, w] f32 (C = 256, h = w = 64 for SAM), point_coords [1, N, 2] f32
+    in the resized (longest side = image size) frame, point_labels [1, N] f32 (1 foreground,
+    0 background, 2 / 3 box corners, -1 padding: add a (0, 0) point labelled -1 when there is no
+    box), mask_input [1, 1, 4h, 4w] f32, has_mask_input [1] f32, orig_im_size [2] f32 (H, W).
+Decoder outputs: masks [1, M, H, W] logits at the original size, iou_predictions [1, M] (or
+stability scores), low_res_masks [1, M, 4h, 4w]; M = 4 (the single-mask token first, then the
+3 multimask ones) or 1 with `single_mask`.
+"""
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterator, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SegAnyError
+from ..fileio import atomic_path
+from ..modeling import Sam
+
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+OPSET = 17
+
+
+class OnnxDecoder(nn.Module):
+    """The prompt encoder and mask decoder of `model` as one graph over the web demo's inputs."""
+
+    def __init__(self, model: Sam, single_mask: bool = False, stability_score: bool = False,
+                 stability_score_offset: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.single_mask = single_mask
+        self.stability_score = stability_score
+        self.stability_score_offset = stability_score_offset
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                mask_input: torch.Tensor, has_mask_input: torch.Tensor, orig_im_size: torch.Tensor):
+        prompts = self.model.prompt_encoder
+        sparse = self._embed_points(point_coords, point_labels)  # 1, N, C
+        dense = has_mask_input * prompts.mask_downscaling(mask_input)
+        dense = dense + (1 - has_mask_input) * prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)  # 1, C, h, w
+        low_res, scores = self.model.mask_decoder.predict_masks(image_embeddings, prompts.get_dense_pe(), sparse,
+                                                                dense)  # 1, 4, 4h, 4w and 1, 4
+        if self.stability_score:
+            threshold, offset = self.model.mask_threshold, self.stability_score_offset
+            inner = (low_res > threshold + offset).sum(dim=(-1, -2), dtype=torch.float32)
+            outer = (low_res > threshold - offset).sum(dim=(-1, -2), dtype=torch.float32)
+            scores = inner / outer
+        if self.single_mask:
+            low_res, scores = self._select(low_res, scores, point_coords.shape[1])
+        return self._to_original_size(low_res, orig_im_size), scores, low_res
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(1, N, 2) points, (1, N) labels (-1 padding, 0 / 1 background / foreground, 2 / 3 box
+        corners) -> (1, N, C) tokens, as the prompt encoder makes them."""
+        prompts = self.model.prompt_encoder
+        encoding = prompts.pe_layer._pe_encoding((coords + 0.5) / self.model.image_size)
+        labels = labels.unsqueeze(-1)
+        tokens = encoding * (labels != -1) + prompts.not_a_point_embed.weight * (labels == -1)
+        for kind, embedding in enumerate(prompts.point_embeddings):
+            tokens = tokens + embedding.weight * (labels == kind)
+        return tokens
+
+    @staticmethod
+    def _select(masks: torch.Tensor, scores: torch.Tensor, points: int):
+        """The best-scored of the 3 multimask outputs for 1 or 2 points (a point, or a point and
+        its padding), the single-mask output for more (the predictor's choice)."""
+        weights = torch.tensor([[1000.0] + [0.0] * (scores.shape[1] - 1)])
+        best = torch.argmax(scores + (points - 2.5) * weights, dim=1)
+        return masks[:, best], scores[:, best]
+
+    def _to_original_size(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> logits at orig_im_size (H, W), through the padded input frame."""
+        size = self.model.image_size
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        resized = torch.floor(orig_im_size * (size / orig_im_size.max()) + 0.5).to(torch.int64)
+        # index_select with arange keeps the crop dynamic in the graph (slicing would fix it).
+        masks = masks.index_select(2, torch.arange(resized[0])).index_select(3, torch.arange(resized[1]))
+        original = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(original[0], original[1]), mode="bilinear", align_corners=False)
+
+
+class OnnxEncoder(nn.Module):
+    """The image encoder on a preprocessed image: [1, 3, S, S] f32 -> [1, C, h, w] embedding."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.image_encoder = model.image_encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(image)
+
+
+def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False, stability_score: bool = False,
+                   quantize: bool = False) -> Path:
+    """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
+    dynamic quantisation of its weights. Returns the path."""
+    wrapper = OnnxDecoder(model.float().eval(), single_mask, stability_score)
+    c, (h, w) = model.prompt_encoder.embed_dim, model.prompt_encoder.image_embedding_size
+    example = (torch.randn(1, c, h, w), torch.randint(0, model.image_size, (1, 3, 2)).float(),
+               torch.tensor([[1.0, 0.0, -1.0]]), torch.randn(1, 1, 4 * h, 4 * w), torch.tensor([1.0]),
+               torch.tensor([float(model.image_size) * 0.75, float(model.image_size)]))
+    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    return _export(wrapper, example, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, path, quantize)
+
+
+def export_encoder(model: Sam, path: Union[str, Path], quantize: bool = False) -> Path:
+    """Write the image encoder graph: input "image" [1, 3, S, S] (resized, normalised, padded as
+    `Sam.preprocess` makes it), output "image_embeddings"."""
+    example = (torch.randn(1, 3, model.image_size, model.image_size),)
+    return _export(OnnxEncoder(model.float().eval()), example, ("image",), ("image_embeddings",), {}, path, quantize)
+
+
+def _export(module: nn.Module, example: tuple, inputs, outputs, dynamic: dict, path: Union[str, Path],
+            quantize: bool) -> Path:
+    """torch.onnx export (TorchScript tracing: the graph keeps the dynamic prompt count and image
+    size), then optional int8 weight quantisation, written atomically."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise SegAnyError(f"{path}: the output must be an .onnx file")
+    with atomic_path(path) as tmp, torch.no_grad(), _quiet_export():
+        traced = tmp.with_name(tmp.name + ".float") if quantize else tmp
+        torch.onnx.export(module, example, str(traced), input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        try:
+            if quantize:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(str(traced), str(tmp), weight_type=QuantType.QUInt8)
+        finally:
+            if traced != tmp:
+                traced.unlink(missing_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Without the tracer's warnings about Python values in the graph (those left are the
+    model's fixed sizes) and ONNX Runtime's advice to run its shape pre-processing before
+    quantising (it fails on these graphs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)

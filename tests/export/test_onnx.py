@@ -1,0 +1,100 @@
+"""ONNX export: the decoder graph answers as the official package's ONNX model does with the same
+weights (on a real photo, at an image size other than the export example's), the encoder as our
+PyTorch encoder, and the int8 decoder stays close to the float one."""
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import segany
+from conftest import MICRO, load_rgb
+from segany.cli import main
+from segany.data import open_dataset
+from segany.eval import center_point
+from segany.export import DECODER_INPUTS, export_decoder, export_encoder
+from segany.testing import official as reference
+
+
+@pytest.fixture(scope="module")
+def models(micro_checkpoint):
+    reference.import_official()
+    official = reference.build_official(MICRO)
+    official.load_state_dict(torch.load(micro_checkpoint))
+    return segany.load_model(micro_checkpoint), official
+
+
+def prompt_feeds(predictor, image, points, labels, mask_input=None):
+    """The decoder's inputs for prompts in image pixels, as a web client builds them."""
+    height, width = image.shape[:2]
+    coords = predictor.transform.apply_coords(np.array([points], dtype=np.float64), (height, width))
+    mask_size = predictor.model.prompt_encoder.mask_input_size
+    return {
+        "image_embeddings": predictor.features.numpy(),
+        "point_coords": coords.astype(np.float32),
+        "point_labels": np.array([labels], dtype=np.float32),
+        "mask_input": np.zeros((1, 1, *mask_size), np.float32) if mask_input is None else mask_input,
+        "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32),
+        "orig_im_size": np.array([height, width], np.float32),
+    }
+
+
+@pytest.mark.parametrize("single_mask, stability_score", [(False, False), (True, False), (True, True)])
+def test_decoder_matches_the_official_onnx_model(models, shared_data, tmp_path, single_mask, stability_score):
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    ours, official = models
+    path = export_decoder(ours, tmp_path / "decoder.onnx", single_mask=single_mask, stability_score=stability_score)
+    session = onnxruntime.InferenceSession(str(path))
+    reference_model = SamOnnxModel(official, return_single_mask=single_mask, use_stability_score=stability_score)
+    image = load_rgb(shared_data / "examples" / "dog.jpg")  # 534 x 800: not the export example's size
+    predictor = segany.SamPredictor(ours)
+    predictor.set_image(image)
+    previous = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
+    cases = [([[300, 200], [0, 0]], [1, -1]),  # a point and the padding point
+             ([[300, 200], [350, 260], [120, 80], [0, 0]], [1, 0, 1, -1]),  # more points: another count
+             ([[200, 150], [500, 400], [300, 200]], [2, 3, 1])]  # a box and a point
+    for points, labels in cases:
+        for mask_input in (None, previous):
+            feeds = prompt_feeds(predictor, image, points, labels, mask_input)
+            found = session.run(None, feeds)
+            with torch.no_grad():
+                expected = reference_model(*(torch.from_numpy(feeds[name]) for name in DECODER_INPUTS))
+            for ours_out, theirs in zip(found, expected):
+                np.testing.assert_allclose(ours_out, theirs.numpy(), rtol=0, atol=1e-4)
+            assert found[0].shape[-2:] == image.shape[:2]
+
+
+def test_encoder_matches_pytorch(models, tmp_path):
+    ours, _ = models
+    session = onnxruntime.InferenceSession(str(export_encoder(ours, tmp_path / "encoder.onnx")))
+    image = torch.randn(1, 3, ours.image_size, ours.image_size)
+    with torch.no_grad():
+        expected = ours.image_encoder(image).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected, rtol=0, atol=1e-4)
+
+
+def test_int8_decoder_stays_close_to_float(shared_data, tmp_path):
+    """The bundled (trained) model: int8 masks against float masks, each object's center point."""
+    model = segany.load_model("default")
+    exact = onnxruntime.InferenceSession(str(export_decoder(model, tmp_path / "decoder.onnx")))
+    small = onnxruntime.InferenceSession(str(export_decoder(model, tmp_path / "int8.onnx", quantize=True)))
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * (tmp_path / "decoder.onnx").stat().st_size
+    sample = open_dataset("pennfudan", "eval", shared_data)[0]
+    predictor = segany.SamPredictor(model)
+    predictor.set_image(sample.image)
+    ious = []
+    for truth in sample.masks:
+        x, y = center_point(truth)
+        feeds = prompt_feeds(predictor, sample.image, [[x, y], [0, 0]], [1, -1])
+        a, b = exact.run(None, feeds)[0] > 0, small.run(None, feeds)[0] > 0
+        ious += [(a[0, k] & b[0, k]).sum() / max((a[0, k] | b[0, k]).sum(), 1) for k in range(a.shape[1])]
+    assert np.mean(ious) > 0.85  # measured 0.94 over 488 masks of PennFudan and COCO128-seg
+
+
+def test_cli_writes_the_graphs(tmp_path, micro_checkpoint):
+    assert main(["export-onnx", "--model", str(micro_checkpoint), "--encoder", "--quantize", "-o", str(tmp_path)]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["decoder-int8.onnx", "decoder.onnx", "encoder-int8.onnx", "encoder.onnx"]
+    for name in names:
+        onnxruntime.InferenceSession(str(tmp_path / name))  # loads
