@@ -1,6 +1,6 @@
-"""ONNX export: the decoder graph answers as the official package's ONNX model does with the same
-weights (on a real photo, at an image size other than the export example's), the encoder as our
-PyTorch encoder, and the int8 decoder stays close to the float one."""
+"""ONNX export: the decoder graph answers as the official package's ONNX model and our predictor
+do with the same weights (on real photos, at image sizes other than the export example's), the
+encoder as our PyTorch encoder, and the int8 decoder stays close to the float one."""
 
 import numpy as np
 import onnxruntime
@@ -63,6 +63,19 @@ def test_decoder_matches_the_official_onnx_model(models, shared_data, tmp_path, 
             for ours_out, theirs in zip(found, expected):
                 np.testing.assert_allclose(ours_out, theirs.numpy(), rtol=0, atol=1e-4)
             assert found[0].shape[-2:] == image.shape[:2]
+
+
+def test_decoder_matches_our_predictor(models, shared_data, tmp_path):
+    ours, _ = models
+    session = onnxruntime.InferenceSession(str(export_decoder(ours, tmp_path / "decoder.onnx")))
+    image = load_rgb(shared_data / "examples" / "groceries.jpg")
+    predictor = segany.SamPredictor(ours)
+    predictor.set_image(image)
+    logits, iou, low_res = predictor.predict(np.array([[400, 300]]), np.array([1]), return_logits=True)
+    masks, iou_onnx, low_res_onnx = session.run(None, prompt_feeds(predictor, image, [[400, 300], [0, 0]], [1, -1]))
+    np.testing.assert_allclose(masks[0, 1:], logits, rtol=0, atol=1e-4)  # the 3 multimask outputs
+    np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(low_res_onnx[0, 1:], low_res, rtol=0, atol=1e-4)
 
 
 def test_encoder_matches_pytorch(models, tmp_path):
