@@ -25,7 +25,7 @@ import torch
 import segany
 from segany.amg import SamAutomaticMaskGenerator
 from segany.data import shared_dataset
-from segany.eval.prompts import center_point, mask_iou, objects, tight_box
+from segany.eval.prompts import center_point, mask_iou, object_masks, tight_box
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("pennfudan", "coco128-seg")
@@ -39,7 +39,9 @@ def prompted_ious(model: torch.nn.Module, dataset, limit: int) -> Dict[Tuple[str
     exact, fast = segany.SamPredictor(model), segany.SamPredictor(model, dtype=torch.bfloat16)
     mixed = segany.SamPredictor(model)
     ious: Dict[Tuple[str, str], List[float]] = {}
-    for sample, truths in objects(dataset, limit):
+    for index in range(min(limit, len(dataset))):
+        sample = dataset[index]
+        truths = object_masks(sample)
         exact.set_image(sample.image)
         fast.set_image(sample.image)
         mixed.set_embedding(fast.get_image_embedding().float(), sample.image.shape[:2])
