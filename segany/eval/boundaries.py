@@ -216,10 +216,11 @@ def edge_scores(detector: Callable[[np.ndarray], np.ndarray], dataset: MaskDatas
     done, and with `edge_maps` a folder, each edge map written there as <name>.png."""
 
     def counts(sample: Sample) -> dict:
+        truths = list(_boundaries(sample))
         edges = detector(sample.image)
         if edge_maps is not None:
             write_png(edge_maps / f"{sample.name}.png", np.round(np.clip(edges, 0, 1) * 255).astype(np.uint8))
-        return {"counts": boundary_counts(edges, list(_boundaries(sample)), thresholds).tolist()}
+        return {"counts": boundary_counts(edges, truths, thresholds).tolist()}
 
     per_image = each_image(dataset, limit, counts, records, progress)
     return boundary_scores([np.array(image["counts"]) for image in per_image], thresholds)

@@ -109,3 +109,5 @@ def test_cli_edges_end_to_end_and_resume(tmp_path, shared_data):
     assert len(list((out / "edges").glob("*.png"))) == 2
     assert (out / "precision_recall.png").stat().st_size > 0
     assert main([*common, "--points-per-side", "4"]) == 2  # other settings: refused, not mixed
+    no_boundaries = ["eval", "edges", "--data", "pennfudan", "--data-root", str(shared_data), "-o", str(tmp_path / "x")]
+    assert main(no_boundaries) == 2  # one line, before any work
