@@ -221,9 +221,7 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_edges(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from .eval.boundaries import edge_scores, human_agreement
+    from .eval.boundaries import benchmark_thresholds, edge_scores, f_measure, human_agreement
     from .eval.edges import BASELINES, sam_edges
     from .eval.plots import plot_precision_recall
 
@@ -232,7 +230,7 @@ def cmd_eval_edges(args: argparse.Namespace) -> None:
         raise SegAnyError(f"--thresholds must be at least 2, got {args.thresholds}")
     if args.points_per_side < 1:
         raise SegAnyError(f"--points-per-side must be at least 1, got {args.points_per_side}")
-    thresholds = np.linspace(1, args.thresholds, args.thresholds) / (args.thresholds + 1)
+    thresholds = benchmark_thresholds(args.thresholds)
     predictor = SamPredictor(load_model(args.model, device=args.device))
     detectors = {str(args.model): lambda image: sam_edges(predictor, image, args.points_per_side, args.nms_thresh)}
     if args.baselines:
@@ -250,17 +248,14 @@ def cmd_eval_edges(args: argparse.Namespace) -> None:
     points = {}
     if args.baselines:
         points["human"] = human_agreement(dataset, args.limit, progress="human")
-        rows.append({"method": "human", "ods": _f_measure(*points["human"]), "ods_threshold": float("nan"),
-                     "ois": float("nan"), "ap": float("nan"), "r50": float("nan")})
+        human_f = float(f_measure(*np.array(points["human"])))
+        rows.append({"method": "human", "ods": human_f,
+                     **dict.fromkeys(("ods_threshold", "ois", "ap", "r50"), float("nan"))})
     plot_precision_recall({name: (s.recall, s.precision) for name, s in scores.items()}, points,
                           out / "precision_recall.png", f"{args.data}: boundaries")
     results = {"scores": {name: s.to_dict() for name, s in scores.items()},
                "human": dict(zip(("recall", "precision"), points["human"])) if points else None}
     _eval_finish(args, out, began, results, [rows])
-
-
-def _f_measure(recall: float, precision: float) -> float:
-    return 2 * recall * precision / (recall + precision) if recall + precision else 0.0
 
 
 def _records(args: argparse.Namespace, out: Path, part: str, *options: str):

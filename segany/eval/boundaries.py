@@ -25,29 +25,51 @@ from ..errors import SegAnyError
 from ..image_io import write_png
 from .records import ImageRecords, each_image
 
-THRESHOLDS = np.linspace(0.01, 0.99, 99)  # the benchmark's: 1/100 ... 99/100
+def benchmark_thresholds(count: int = 99) -> np.ndarray:
+    """`count` thresholds evenly inside (0, 1): the benchmark's 1/100 ... 99/100 for 99."""
+    return np.arange(1, count + 1) / (count + 1)
+
+
+THRESHOLDS = benchmark_thresholds()
 MAX_DISTANCE = 0.0075  # of the image diagonal
 
 # Columns of the counts an image contributes at each threshold.
 MATCHED_TRUTH, TRUTH, MATCHED_PREDICTED, PREDICTED = range(4)
 
 
+@dataclass
+class _TruthIndex:
+    """What matching needs of a human map, made once for all thresholds."""
+
+    distance: np.ndarray  # (H, W) to the nearest truth pixel
+    pixels: np.ndarray  # (G, 2) row, col
+    tree: Optional[cKDTree]
+
+
+def _index(truth: np.ndarray) -> _TruthIndex:
+    distance = cv2.distanceTransform((~truth).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    pixels = np.argwhere(truth)
+    return _TruthIndex(distance, pixels, cKDTree(pixels) if len(pixels) else None)
+
+
 def match_pixels(predicted: np.ndarray, truth: np.ndarray, radius: float) -> Tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of the True pixels of two (H, W) bool maps, pairs at most `radius`
     pixels apart, as many pairs as possible: (H, W) bool maps of the matched pixels of each."""
+    return _match(predicted, _index(truth), radius)
+
+
+def _match(predicted: np.ndarray, truth: _TruthIndex, radius: float) -> Tuple[np.ndarray, np.ndarray]:
     matched_predicted = np.zeros_like(predicted, dtype=bool)
-    matched_truth = np.zeros_like(truth, dtype=bool)
-    if not predicted.any() or not truth.any():
-        return matched_predicted, matched_truth
+    matched_truth = np.zeros(truth.distance.shape, dtype=bool)
     # Predicted pixels farther than radius from every truth pixel cannot match: leave them out.
-    distance = cv2.distanceTransform((~truth).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    near = np.argwhere(predicted & (distance <= radius))  # (P, 2) row, col
-    truth_pixels = np.argwhere(truth)  # (G, 2)
-    pairs = cKDTree(near).sparse_distance_matrix(cKDTree(truth_pixels), radius + 1e-6, output_type="ndarray")
+    near = np.argwhere(predicted & (truth.distance <= radius))  # (P, 2) row, col
+    if truth.tree is None or not len(near):
+        return matched_predicted, matched_truth
+    pairs = cKDTree(near).sparse_distance_matrix(truth.tree, radius + 1e-6, output_type="ndarray")
     partner = maximum_matching(pairs["i"], pairs["j"], pairs["v"], len(near))
     found = partner >= 0
     matched_predicted[tuple(near[found].T)] = True
-    matched_truth[tuple(truth_pixels[partner[found]].T)] = True
+    matched_truth[tuple(truth.pixels[partner[found]].T)] = True
     return matched_predicted, matched_truth
 
 
@@ -105,6 +127,7 @@ def boundary_counts(edges: np.ndarray, truths: Sequence[np.ndarray], thresholds:
     height, width = edges.shape
     radius = max_distance * float(np.hypot(height, width))
     truth_total = sum(int(t.sum()) for t in truths)
+    indexed = [_index(truth) for truth in truths]
     counts = np.zeros((len(thresholds), 4), dtype=np.int64)
     previous = None
     for row, threshold in enumerate(thresholds):
@@ -114,8 +137,8 @@ def boundary_counts(edges: np.ndarray, truths: Sequence[np.ndarray], thresholds:
             continue
         previous = predicted
         any_match = np.zeros_like(predicted)
-        for truth in truths:
-            matched_predicted, matched_truth = match_pixels(predicted, truth, radius)
+        for truth in indexed:
+            matched_predicted, matched_truth = _match(predicted, truth, radius)
             any_match |= matched_predicted
             counts[row, MATCHED_TRUTH] += int(matched_truth.sum())
         counts[row, TRUTH] = truth_total

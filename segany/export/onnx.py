@@ -89,17 +89,6 @@ class OnnxDecoder(nn.Module):
         return F.interpolate(masks, size=(original[0], original[1]), mode="bilinear", align_corners=False)
 
 
-class OnnxEncoder(nn.Module):
-    """The image encoder on a preprocessed image: [1, 3, S, S] f32 -> [1, C, h, w] embedding."""
-
-    def __init__(self, model: Sam) -> None:
-        super().__init__()
-        self.image_encoder = model.image_encoder
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(image)
-
-
 def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False, stability_score: bool = False,
                    quantize: bool = False) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
@@ -117,7 +106,8 @@ def export_encoder(model: Sam, path: Union[str, Path], quantize: bool = False) -
     """Write the image encoder graph: input "image" [1, 3, S, S] (resized, normalised, padded as
     `Sam.preprocess` makes it), output "image_embeddings"."""
     example = (torch.randn(1, 3, model.image_size, model.image_size),)
-    return _export(OnnxEncoder(model.float().eval()), example, ("image",), ("image_embeddings",), {}, path, quantize)
+    encoder = model.float().eval().image_encoder
+    return _export(encoder, example, ("image",), ("image_embeddings",), {}, path, quantize)
 
 
 def _export(module: nn.Module, example: tuple, inputs, outputs, dynamic: dict, path: Union[str, Path],
