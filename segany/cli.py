@@ -376,6 +376,44 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     print("\n".join(f"{path}: {path.stat().st_size / 2**20:.1f} MiB" for path in written))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .server import build_services, create_app
+
+    services = build_services(Path(args.images), args.db, args.model, args.cache and Path(args.cache),
+                              _precisions(args)["dtype"], args.prefill_points_per_side, args.prefill_iou_thresh,
+                              args.prefill_stability_thresh)
+    print(f"segany serve: {len(services.catalog.names())} images in {services.catalog.root}, "
+          f"masks in {services.store.engine.url.render_as_string()}; open http://{args.host}:{args.port}/")
+    uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
+
+
+def cmd_annotators(args: argparse.Namespace) -> None:
+    from .server.store import Store, default_db_url
+
+    if args.action != "list" and not args.name:
+        raise SegAnyError(f"annotators {args.action}: give the annotator's NAME")
+    store = Store(args.db or default_db_url())
+    if args.action == "add":
+        print(f"{args.name}: token {store.add_annotator(args.name)}  (shown once; give it to {args.name})")
+    elif args.action == "revoke":
+        store.revoke(args.name)
+        print(f"{args.name}: token revoked")
+    else:
+        for annotator in store.annotators():
+            print(f"{annotator['name']}\t{'active' if annotator['active'] else 'revoked'}\t{annotator['created_at']}")
+
+
+def cmd_annotations_export(args: argparse.Namespace) -> None:
+    from .server.catalog import Catalog
+    from .server.export import export_project
+    from .server.store import Store, default_db_url
+
+    counts = export_project(Store(args.db or default_db_url()), Catalog(Path(args.images)), Path(args.output))
+    print(f"{args.output}: coco.json and sa1b/ ({counts['masks']} masks on {counts['images']} images)")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -592,6 +630,37 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--quantize", action="store_true", help="also int8 versions (dynamic quantisation): *-int8.onnx")
     onnx.add_argument("-o", "--output", required=True, help="output folder: decoder.onnx [encoder.onnx]")
     onnx.set_defaults(run=cmd_export_onnx)
+
+    db_help = "database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: sqlite annotations.db here)"
+    serve = sub.add_parser("serve", help="the annotation app: a browser tool whose mask decoder runs in the page")
+    serve.add_argument("--images", required=True, help="folder of images to annotate (subfolders included)")
+    serve.add_argument("--db", help=db_help)
+    serve.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--cache", help="folder for embeddings and the ONNX decoder (default ~/.cache/segany/server)")
+    serve.add_argument("--prefill-points-per-side", type=int, default=32, help="prefill grid (default 32)")
+    serve.add_argument("--prefill-iou-thresh", type=float, default=0.88,
+                       help="prefill keeps masks above this predicted IoU (default 0.88)")
+    serve.add_argument("--prefill-stability-thresh", type=float, default=0.95,
+                       help="...and at least this stability score (default 0.95)")
+    serve.add_argument("--bf16", action="store_true", help="image encoder in bfloat16 (faster on recent CPUs)")
+    serve.set_defaults(run=cmd_serve, bf16_decoder=False)
+
+    people = sub.add_parser("annotators", help="annotators of the app and their tokens")
+    people.add_argument("action", choices=("add", "list", "revoke"))
+    people.add_argument("name", nargs="?", help="annotator name (add, revoke)")
+    people.add_argument("--db", help=db_help)
+    people.set_defaults(run=cmd_annotators)
+
+    annotations = sub.add_parser("annotations", help="the app's saved masks")
+    annotations_sub = annotations.add_subparsers(dest="action", required=True)
+    export = annotations_sub.add_parser("export", help="SA-1B JSON per image (OUT/sa1b/) and COCO instances JSON "
+                                                       "(OUT/coco.json)")
+    export.add_argument("--images", required=True, help="the folder given to segany serve")
+    export.add_argument("--db", help=db_help)
+    export.add_argument("-o", "--output", required=True, help="output folder")
+    export.set_defaults(run=cmd_annotations_export)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
     conv.add_argument("source", help=model_help)

@@ -63,6 +63,14 @@ def _for_pycocotools(rle: Rle) -> Rle:
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+def compress_rle(rle: Rle) -> Rle:
+    """COCO RLE, compressed or uncompressed -> compressed {"size": [H, W], "counts": str}, JSON-ready."""
+    counts = _for_pycocotools(rle)["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(s) for s in rle["size"]], "counts": counts}
+
+
 def rle_to_mask(rle: Rle) -> np.ndarray:
     """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool."""
     return mask_utils.decode(_for_pycocotools(rle)).astype(bool)

@@ -1,4 +1,10 @@
+import glob
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +13,8 @@ from PIL import Image
 
 from segany.testing import official as reference
 from segany.modeling import SamConfig
+from segany.server import find_ort_web
+from segany.testing.server import CHROMIUM, CHROMIUM_ARGS, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,3 +63,102 @@ def small_vit_b_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def micro_checkpoint(tmp_path_factory) -> Path:
     return reference.write_official_checkpoint(MICRO, tmp_path_factory.mktemp("ckpt") / "micro.pth", seed=3)
+
+
+# The annotation app (tests/server): databases (SQLite and a real local PostgreSQL), headless
+# Chromium. PostgreSQL and Chromium come from Debian's packages (`.ci/run` installs them);
+# without them those tests skip with the reason, except where SEGANY_REQUIRE_SERVICES=1 (CI):
+# there they fail.
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("SEGANY_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ort_web() -> Path:
+    try:
+        return find_ort_web()
+    except Exception as err:
+        missing(str(err))
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a free local port, from Debian's postgresql package."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        missing("PostgreSQL server not installed (Debian package postgresql)")
+    bin_dir = Path(found[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="segany-postgres-"))  # in /tmp: reachable by the postgres user
+    data = folder / "data"
+    as_user = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            missing("running as root and there is no postgres user to run PostgreSQL as")
+        shutil.chown(folder, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "start",
+                              "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "segany"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/segany"
+    finally:
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each database the app supports: a fresh SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'annotations.db'}"
+    base = request.getfixturevalue("postgres_url")
+    name = f"t{time.time_ns()}"
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, shared_data) -> Path:
+    """Two example photographs, one in a subfolder, and a file beside the folder that must stay out of reach."""
+    root = tmp_path_factory.mktemp("project")
+    images = root / "images"
+    (images / "more").mkdir(parents=True)
+    shutil.copy(shared_data / "examples" / "dog.jpg", images / "dog.jpg")
+    shutil.copy(shared_data / "examples" / "groceries.jpg", images / "more" / "groceries.jpg")
+    (root / "secret.txt").write_text("not for clients")
+    return images
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if not os.path.exists(CHROMIUM):
+        missing(f"{CHROMIUM} not installed (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests leave screenshots for people to look at ($SEGANY_SCREENSHOTS)."""
+    folder = Path(os.environ.get("SEGANY_SCREENSHOTS", "test-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

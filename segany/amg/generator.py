@@ -137,23 +137,26 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
 
     @torch.no_grad()
-    def generate(self, image: ImageLike) -> List[Dict[str, Any]]:
+    def generate(self, image: ImageLike, embedding: Optional[torch.Tensor] = None) -> List[Dict[str, Any]]:
         """Masks of everything in an (H, W, 3) RGB image, as records like the official generator's.
 
         Each record: segmentation (per output_mode), area (pixels), bbox [x, y, w, h],
         predicted_iou, point_coords [[x, y]], stability_score, crop_box [x, y, w, h].
+        embedding: the whole image's embedding if already computed (`SamPredictor.get_image_embedding`,
+        (1, C, g, g)): the encoder then runs only for the zoomed-in crops.
         """
-        candidates = self.generate_candidates(image)
+        candidates = self.generate_candidates(image, embedding)
         return [self._record(candidates, i) for i in range(len(candidates))]
 
     @torch.no_grad()
-    def generate_candidates(self, image: ImageLike) -> MaskCandidates:
+    def generate_candidates(self, image: ImageLike, embedding: Optional[torch.Tensor] = None) -> MaskCandidates:
         """The kept masks as `MaskCandidates`, before they are turned into records."""
         image = to_rgb_uint8(image)
         image_size = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
         candidates = MaskCandidates.concatenate(
-            [self._process_crop(image, box, layer) for box, layer in zip(crop_boxes, layers)]
+            [self._process_crop(image, box, layer, embedding if layer == 0 else None)
+             for box, layer in zip(crop_boxes, layers)]
         )
         if len(crop_boxes) > 1:
             prefer_small_crops = 1 / box_area(candidates.crop_boxes)
@@ -162,10 +165,14 @@ class SamAutomaticMaskGenerator:
             candidates = self._remove_small_regions(candidates)
         return candidates
 
-    def _process_crop(self, image: np.ndarray, crop_box: Box, layer: int) -> MaskCandidates:
+    def _process_crop(self, image: np.ndarray, crop_box: Box, layer: int,
+                      embedding: Optional[torch.Tensor]) -> MaskCandidates:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
-        self.predictor.set_image(crop)
+        if embedding is None:
+            self.predictor.set_image(crop)
+        else:
+            self.predictor.set_embedding(embedding, crop.shape[:2])
         points = self.point_grids[layer] * np.array(crop.shape[1::-1])  # x, y in crop pixels
         found = MaskCandidates.concatenate(
             [

@@ -9,7 +9,9 @@ Decoder inputs (batch 1, N prompt points, N dynamic):
     box), mask_input [1, 1, 4h, 4w] f32, has_mask_input [1] f32, orig_im_size [2] f32 (H, W).
 Decoder outputs: masks [1, M, H, W] logits at the original size, iou_predictions [1, M] (or
 stability scores), low_res_masks [1, M, 4h, 4w]; M = 4 (the single-mask token first, then the
-3 multimask ones) or 1 with `single_mask`.
+3 multimask ones) or 1 with `single_mask`. With `full_size=False` the graph has no `masks`
+output (its upscaling is most of the decoder's time): the annotation page upscales the one
+candidate it shows.
 """
 
 import contextlib
@@ -35,9 +37,10 @@ class OnnxDecoder(nn.Module):
     """The prompt encoder and mask decoder of `model` as one graph over the web demo's inputs."""
 
     def __init__(self, model: Sam, single_mask: bool = False, stability_score: bool = False,
-                 stability_score_offset: float = 1.0) -> None:
+                 stability_score_offset: float = 1.0, full_size: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.full_size = full_size
         self.single_mask = single_mask
         self.stability_score = stability_score
         self.stability_score_offset = stability_score_offset
@@ -57,6 +60,8 @@ class OnnxDecoder(nn.Module):
             scores = inner / outer
         if self.single_mask:
             low_res, scores = self._select(low_res, scores, point_coords.shape[1])
+        if not self.full_size:
+            return scores, low_res
         return self._to_original_size(low_res, orig_im_size), scores, low_res
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -90,16 +95,17 @@ class OnnxDecoder(nn.Module):
 
 
 def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False, stability_score: bool = False,
-                   quantize: bool = False) -> Path:
+                   quantize: bool = False, full_size: bool = True) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
     dynamic quantisation of its weights. Returns the path."""
-    wrapper = OnnxDecoder(model.float().eval(), single_mask, stability_score)
+    wrapper = OnnxDecoder(model.float().eval(), single_mask, stability_score, full_size=full_size)
     c, (h, w) = model.prompt_encoder.embed_dim, model.prompt_encoder.image_embedding_size
     example = (torch.randn(1, c, h, w), torch.randint(0, model.image_size, (1, 3, 2)).float(),
                torch.tensor([[1.0, 0.0, -1.0]]), torch.randn(1, 1, 4 * h, 4 * w), torch.tensor([1.0]),
                torch.tensor([float(model.image_size) * 0.75, float(model.image_size)]))
     dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    return _export(wrapper, example, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, path, quantize)
+    outputs = DECODER_OUTPUTS if full_size else DECODER_OUTPUTS[1:]
+    return _export(wrapper, example, DECODER_INPUTS, outputs, dynamic, path, quantize)
 
 
 def export_encoder(model: Sam, path: Union[str, Path], quantize: bool = False) -> Path:

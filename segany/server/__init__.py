@@ -1,0 +1,59 @@
+"""The annotation app (data engine stages 1 and 2): `segany serve`.
+
+A FastAPI server over a folder of images and a SQL database; a browser page that runs the
+mask decoder itself (ONNX Runtime Web) on embeddings the server computes once per image.
+"""
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..amg import SamAutomaticMaskGenerator
+from ..checkpoint import load_model
+from ..errors import SegAnyError
+from ..export.onnx import export_decoder
+from .app import Services, create_app
+from .catalog import Catalog
+from .embeddings import EmbeddingService
+from .store import Store, default_db_url
+
+WEB_DIR = Path(__file__).parent / "web"  # package.json of the page's npm packages
+ORT_FILE = "ort.wasm.min.mjs"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segany" / "server"
+
+
+def find_ort_web() -> Path:
+    """onnxruntime-web's dist folder: $SEGANY_ORT_WEB, or the one `npm ci --prefix segany/server/web` installs."""
+    folder = Path(os.environ.get("SEGANY_ORT_WEB") or WEB_DIR / "node_modules" / "onnxruntime-web" / "dist")
+    if not (folder / ORT_FILE).is_file():
+        raise SegAnyError(f"onnxruntime-web not found in {folder}: run `npm ci --prefix {WEB_DIR}` "
+                          "(or set SEGANY_ORT_WEB to its dist folder)")
+    return folder
+
+
+def build_services(images: Path, db: Optional[str] = None, model: str = "default", cache_dir: Optional[Path] = None,
+                   dtype: torch.dtype = torch.float32, prefill_points_per_side: int = 32,
+                   prefill_iou_thresh: float = 0.88, prefill_stability_thresh: float = 0.95) -> Services:
+    """Everything the app needs; the ONNX decoders are exported once per model into the cache."""
+    ort_dir = find_ort_web()
+    catalog = Catalog(images)
+    store = Store(db or default_db_url())
+    sam = load_model(model)
+    embeddings = EmbeddingService(sam, cache_dir or default_cache_dir(), dtype=dtype)
+    decoders = {"decoder.onnx": True, "decoder-page.onnx": False}  # file -> with the full-size masks output
+    for name, full_size in decoders.items():
+        if not (embeddings.cache_dir / name).exists():
+            export_decoder(sam, embeddings.cache_dir / name, full_size=full_size)
+    prefill = SamAutomaticMaskGenerator(sam, points_per_side=prefill_points_per_side,
+                                        pred_iou_thresh=prefill_iou_thresh,
+                                        stability_score_thresh=prefill_stability_thresh,
+                                        output_mode="coco_rle", dtype=dtype)
+    return Services(catalog, store, embeddings, embeddings.cache_dir, prefill, ort_dir, model_name=str(model))
+
+
+__all__ = ["Services", "build_services", "create_app", "find_ort_web", "Store"]
