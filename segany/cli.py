@@ -414,6 +414,20 @@ def cmd_annotations_export(args: argparse.Namespace) -> None:
     print(f"{args.output}: coco.json and sa1b/ ({counts['masks']} masks on {counts['images']} images)")
 
 
+def cmd_engine_run(args: argparse.Namespace) -> int:
+    from .engine import EngineConfig, list_images, run_engine
+
+    generator = {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
+                 if name not in ("bf16", "bf16_decoder")}
+    generator.update(_precisions(args))
+    config = EngineConfig(model=args.model, generator=generator, min_area=args.min_area, shard_size=args.shard_size,
+                          shard_format=args.format, dataset=args.dataset, workers=args.workers,
+                          threads=args.threads, gpus=args.gpus)
+    summary = run_engine(list_images(args.input), args.output, config, address=args.address)
+    print(f"{args.output}: {summary}")
+    return 1 if summary.errors else 0
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     config = convert_checkpoint(args.source, args.destination)
     print(f"{args.destination}: {config_name(config)} weights written")
@@ -630,6 +644,25 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--quantize", action="store_true", help="also int8 versions (dynamic quantisation): *-int8.onnx")
     onnx.add_argument("-o", "--output", required=True, help="output folder: decoder.onnx [encoder.onnx]")
     onnx.set_defaults(run=cmd_export_onnx)
+
+    engine = sub.add_parser("engine", help="automatic annotation of large collections on a Ray cluster")
+    engine_sub = engine.add_subparsers(dest="action", required=True)
+    run = engine_sub.add_parser("run", help="SA-1B shards and a manifest for every image of INPUT (resumable)")
+    run.add_argument("input", help="a folder (recursive), a glob, or a .txt / .parquet list of paths or URLs "
+                                   "(any fsspec filesystem: s3://, gs://... when installed)")
+    run.add_argument("-o", "--output", required=True, help="output folder or URL: shards/, manifest/, manifest.parquet")
+    run.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default); every node must read it")
+    run.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this many pixels (default 0)")
+    run.add_argument("--shard-size", type=int, default=100, help="images per shard (default 100)")
+    run.add_argument("--format", choices=("tar", "parquet"), default="tar", help="shard format (default tar)")
+    run.add_argument("--dataset", action="store_true",
+                     help="also write OUT/dataset/: image + SA-1B JSON pairs that segany train reads")
+    run.add_argument("--workers", type=int, default=1, help="model actors (default 1)")
+    run.add_argument("--threads", type=int, default=1, help="torch threads per actor (default 1)")
+    run.add_argument("--gpus", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
+    run.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
+    _add_generator_options(run)
+    run.set_defaults(run=cmd_engine_run)
 
     db_help = "database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: sqlite annotations.db here)"
     serve = sub.add_parser("serve", help="the annotation app: a browser tool whose mask decoder runs in the page")

@@ -1,7 +1,8 @@
 """Reading images from disk and writing PNGs atomically."""
 
+import io
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,14 +25,23 @@ def read_image(path: Union[str, Path]) -> np.ndarray:
         raise ImageError(f"image not found: {path}")
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """The bytes of an image file as `read_image` reads the file; `name` is for error messages."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Union[Path, BinaryIO], name: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = ImageOps.exif_transpose(image)
             pixels = pil_to_array(image)
     except UnidentifiedImageError:
-        raise ImageError(f"cannot read image {path}: not an image file or an unsupported format") from None
+        raise ImageError(f"cannot read image {name}: not an image file or an unsupported format") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"cannot read image {path}: {err}") from None
+        raise ImageError(f"cannot read image {name}: {err}") from None
     return to_rgb_uint8(pixels)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from segany.testing import official as reference
 from segany.modeling import SamConfig
 from segany.server import find_ort_web
-from segany.testing.server import CHROMIUM, CHROMIUM_ARGS, free_port
+from segany.testing.server import CHROMIUM, CHROMIUM_ARGS, free_port, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +142,15 @@ def image_folder(tmp_path_factory, shared_data) -> Path:
     shutil.copy(shared_data / "examples" / "groceries.jpg", images / "more" / "groceries.jpg")
     (root / "secret.txt").write_text("not for clients")
     return images
+
+
+@pytest.fixture(scope="module")
+def server(image_folder, tmp_path_factory, ort_web):
+    """The annotation app over `image_folder` with the bundled model, one per test module."""
+    folder = tmp_path_factory.mktemp("app")
+    running = start_server(image_folder, f"sqlite:///{folder / 'annotations.db'}", folder / "cache")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

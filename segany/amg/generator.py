@@ -190,17 +190,18 @@ class SamAutomaticMaskGenerator:
     def _process_batch(self, points: np.ndarray, crop_box: Box, image_size: Tuple[int, int]) -> MaskCandidates:
         """Masks for a batch of (B, 2) points in crop pixels; boxes in the crop frame."""
         predictor = self.predictor
-        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size))
-        labels = torch.ones(len(points), 1, dtype=torch.int)
+        device = predictor.device  # the decoder and the upscaling run there; filtering and encoding on the CPU
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), device=device)
+        labels = torch.ones(len(points), 1, dtype=torch.int, device=device)
         iou_threshold = self.pred_iou_thresh if self.pred_iou_thresh > 0 else None
         low_res, iou_preds = predictor.predict_low_res_torch(
             coords[:, None], labels, multimask_output=True, iou_threshold=iou_threshold
         )
-        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)  # B*3 masks
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).cpu()  # B*3 masks
         points = torch.as_tensor(points).repeat_interleave(3, dim=0)
         if self.pred_iou_thresh > 0:
             keep = iou_preds > self.pred_iou_thresh
-            low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
+            low_res, iou_preds, points = low_res[keep.to(device)], iou_preds[keep], points[keep]
 
         height, width = predictor.original_size
         per_chunk = max(1, UPSCALE_CHUNK_PIXELS // (height * width))
@@ -226,8 +227,9 @@ class SamAutomaticMaskGenerator:
         """
         predictor = self.predictor
         threshold, offset = predictor.model.mask_threshold, self.stability_score_offset
-        logits = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
-        reach = _reach(low_res, threshold - abs(offset), predictor.input_size, predictor.original_size)
+        logits = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size,
+                                                   predictor.original_size)[:, 0].cpu()
+        reach = _reach(low_res, threshold - abs(offset), predictor.input_size, predictor.original_size).cpu()
         # numpy compares and counts twice as fast as torch here.
         regions = [logits[i, y0:y1, x0:x1].numpy() for i, (y0, y1, x0, x1) in enumerate(reach.tolist())]
         stability = _stability(regions, threshold, offset)

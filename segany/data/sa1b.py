@@ -37,13 +37,17 @@ def sa1b_annotation(record: Dict[str, Any], annotation_id: int) -> Dict[str, Any
     return {"id": annotation_id, **{name: record[name] for name in ANNOTATION_FIELDS[1:]}}
 
 
-def write_sa1b(path: Union[str, Path], file_name: str, width: int, height: int, records: List[Dict[str, Any]]) -> None:
-    """Write one image's masks (generator records, coco_rle) as SA-1B JSON, atomically."""
-    document = {
+def sa1b_document(file_name: str, width: int, height: int, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One image's masks (generator records, coco_rle) as an SA-1B JSON document."""
+    return {
         "image": {"image_id": sa1b_image_id(file_name), "width": width, "height": height, "file_name": file_name},
         "annotations": [sa1b_annotation(record, i) for i, record in enumerate(records)],
     }
-    write_text_atomic(path, json.dumps(document))
+
+
+def write_sa1b(path: Union[str, Path], file_name: str, width: int, height: int, records: List[Dict[str, Any]]) -> None:
+    """Write one image's masks (generator records, coco_rle) as SA-1B JSON, atomically."""
+    write_text_atomic(path, json.dumps(sa1b_document(file_name, width, height, records)))
 
 
 def read_sa1b(path: Union[str, Path], masks: bool = True) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:

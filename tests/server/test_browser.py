@@ -10,15 +10,6 @@ from segany.checkpoint import load_model
 from segany.image_io import read_image
 from segany.masks import rle_to_mask
 from segany.predictor import SamPredictor
-from segany.testing.server import start_server
-
-
-@pytest.fixture(scope="module")
-def server(image_folder, tmp_path_factory, ort_web):
-    folder = tmp_path_factory.mktemp("browser")
-    running = start_server(image_folder, f"sqlite:///{folder / 'annotations.db'}", folder / "cache")
-    yield running
-    running.stop()
 
 
 def open_page(chromium, server, name: str, errors: list):

@@ -12,7 +12,6 @@ from io import BytesIO
 import httpx
 import numpy as np
 import onnxruntime as ort
-import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools.coco import COCO
@@ -28,14 +27,6 @@ from segany.server.catalog import Catalog
 from segany.server.embeddings import EmbeddingService
 from segany.server.store import Store
 from segany.testing.server import free_port, start_server
-
-
-@pytest.fixture(scope="module")
-def server(image_folder, tmp_path_factory, ort_web):
-    folder = tmp_path_factory.mktemp("server")
-    running = start_server(image_folder, f"sqlite:///{folder / 'annotations.db'}", folder / "cache")
-    yield running
-    running.stop()
 
 
 def client(server, name: str) -> httpx.Client:
