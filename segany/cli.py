@@ -417,6 +417,8 @@ def cmd_annotations_export(args: argparse.Namespace) -> None:
 def cmd_engine_run(args: argparse.Namespace) -> int:
     from .engine import EngineConfig, list_images, run_engine
 
+    if args.device != "cpu":
+        raise SegAnyError("engine run places models with --gpus (GPUs per actor), not --device")
     generator = {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
                  if name not in ("bf16", "bf16_decoder")}
     generator.update(_precisions(args))

@@ -6,11 +6,13 @@ as many images and machines as the Ray cluster has.
 
 Ray Data streams: each stage holds a bounded number of blocks in flight, so memory stays
 bounded whatever the input size. An image that cannot be read or segmented becomes a manifest
-row with its error; a dead actor is restarted and its batch retried.
+row with its error; a dead actor (process killed, node lost) is restarted and its batch retried
+(Ray Data's defaults for actor pools: unlimited restarts and task retries).
 """
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -111,11 +113,6 @@ def _load(row: Dict[str, Any]) -> Dict[str, Any]:
     return {"image_id": row["image_id"], "url": row["url"], "image": image, "error": error}
 
 
-def _restartable() -> Dict[str, int]:
-    """Actor options: a dead actor (its node lost, its process killed) is restarted and its batches retried."""
-    return {"max_restarts": -1, "max_task_retries": -1}
-
-
 def _write(batch: Dict[str, np.ndarray], out: str, shard_format: str, dataset: bool) -> Dict[str, list]:
     rows = [{name: (v.item() if hasattr(v, "item") else v) for name, v in zip(batch, values)}
             for values in zip(*batch.values())]
@@ -145,12 +142,13 @@ def run_engine(sources: List[ImageSource], out: str, config: EngineConfig, addre
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.execution_options.preserve_order = False
+        # Blocks of a shard's worth of images: small tasks, and decoded images stay few per block.
         ds = ray.data.from_items([{"image_id": s.image_id, "url": s.url} for s in todo],
-                                 override_num_blocks=max(1, min(len(todo), 4 * config.workers * 8)))
+                                 override_num_blocks=math.ceil(len(todo) / config.shard_size))
         ds = ds.map(_load)
         ds = ds.map_batches(Segmenter, fn_constructor_args=(config,), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=config.workers),
-                            num_cpus=config.threads, num_gpus=config.gpus or None, ray_remote_args_fn=_restartable)
+                            num_cpus=config.threads, num_gpus=config.gpus or None)
         ds = ds.map_batches(_write, batch_size=config.shard_size, fn_kwargs={
             "out": out, "shard_format": config.shard_format, "dataset": config.dataset}, num_cpus=0.5)
         with tqdm(total=len(todo), desc="segany engine", unit="image", disable=not progress) as bar:

@@ -9,6 +9,7 @@ made on a stale copy is refused (409) instead of overwriting someone's newer sav
 import datetime as dt
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,8 @@ def open_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except Exception as err:  # bad URL or missing driver
-        raise SegAnyError(f"--db {url}: {' '.join(str(err).split())}") from None
+        shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)  # no password in messages
+        raise SegAnyError(f"--db {shown}: {' '.join(str(err).split())}") from None
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):

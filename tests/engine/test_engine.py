@@ -175,3 +175,10 @@ def test_a_killed_actor_is_restarted_and_its_image_retried(ray_local, images, mi
     assert (summary.done, summary.errors) == (24, 1)
     shards = shard_documents(tmp_path / "out")
     assert len(shards) == 24 and set(shards.values()) == {1}
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert cli.main(["engine", "run", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli.main(["engine", "run", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "--gpus" in capsys.readouterr().err
