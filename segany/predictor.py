@@ -241,10 +241,12 @@ class SamPredictor:
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C).
 
-        Runs PROMPTS_PER_DECODER_CALL prompts at a time: per prompt, the decoder's image-sized
-        intermediates are 4 MiB each, and a few prompts' worth stay in cache where a whole
-        batch would go to memory (64 prompts: 25 -> 20 ms per prompt).
+        On a CPU, runs PROMPTS_PER_DECODER_CALL prompts at a time: per prompt, the decoder's
+        image-sized intermediates are 4 MiB each, and a few prompts' worth stay in cache where a
+        whole batch would go to memory (64 prompts: 25 -> 20 ms per prompt). Elsewhere the whole
+        batch at once: a GPU is kept busy by few large kernels, not many small ones.
         """
+        per_call = PROMPTS_PER_DECODER_CALL if self.device.type == "cpu" else max(len(sparse), 1)
         if self._image_pe is None:
             self._image_pe = self.model.prompt_encoder.get_dense_pe()
         image_side = None
@@ -256,13 +258,13 @@ class SamPredictor:
             self.model.mask_decoder(
                 image_embeddings=self.features,
                 image_pe=self._image_pe,
-                sparse_prompt_embeddings=sparse[start : start + PROMPTS_PER_DECODER_CALL],
-                dense_prompt_embeddings=dense[start : start + PROMPTS_PER_DECODER_CALL],
+                sparse_prompt_embeddings=sparse[start : start + per_call],
+                dense_prompt_embeddings=dense[start : start + per_call],
                 multimask_output=multimask_output,
                 image_side=image_side,
                 iou_threshold=iou_threshold,
             )
-            for start in range(0, max(len(sparse), 1), PROMPTS_PER_DECODER_CALL)
+            for start in range(0, max(len(sparse), 1), per_call)
         ]
         if len(outputs) == 1:
             return outputs[0]

@@ -139,6 +139,22 @@ def test_batched_prompts_with_mask_inputs_match(predictors):
     assert_same_prediction([t.numpy() for t in got], [t.numpy() for t in want])
 
 
+def test_whole_batch_in_one_decoder_call_matches(predictors, monkeypatch):
+    """Off the CPU every prompt goes through one decoder call: the same results (checked here on
+    the CPU by lifting its per-call limit), with and without mask prompts."""
+    monkeypatch.setattr(segany.predictor, "PROMPTS_PER_DECODER_CALL", 10_000)
+    test_batched_prompts_with_mask_inputs_match(predictors)
+    ours, official = predictors
+    h, w = ours.original_size
+    coords = torch.as_tensor(np.random.default_rng(3).uniform(0, 1, size=(9, 1, 2)) * [w, h], dtype=torch.float)
+    labels = torch.ones(9, 1, dtype=torch.int)
+    got = ours.predict_torch(ours.transform.apply_coords_torch(coords, ours.original_size), labels,
+                             return_logits=True)
+    want = official.predict_torch(official.transform.apply_coords_torch(coords, official.original_size), labels,
+                                  return_logits=True)
+    assert_same_prediction([t.numpy() for t in got], [t.numpy() for t in want])
+
+
 def test_predict_batch_equals_official_one_by_one(predictors):
     """Our many-prompts call gives what the official predictor gives prompt by prompt."""
     ours, official = predictors
