@@ -143,6 +143,9 @@ def test_candidates_undo_redo_and_navigation(chromium, server, screenshots):
     assert page.evaluate("window.segany.edit.points.length") == 1
     page.keyboard.press("Control+Shift+z")
     page.wait_for_function("!window.segany.decoding && window.segany.candidates.count === 1")
+    page.keyboard.press("n")  # an unsaved mask holds the first request back
+    assert page.evaluate("document.body.dataset.status") == "unsaved"
+    assert page.evaluate("document.getElementById('image-name').textContent") == "dog.jpg"
     page.keyboard.press("Escape")
     assert page.evaluate("document.body.dataset.maskPixels") == "0"
 

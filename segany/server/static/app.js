@@ -97,6 +97,17 @@ async function openImage(index) {
   prefetch(app.index + 1);
 }
 
+/** Next (1) or previous (-1) image; a mask not yet accepted holds the first request back. */
+function navigate(step) {
+  const unsaved = app.mask && app.mask.some((v) => v) && !app.leaveUnsaved;
+  if (unsaved) {
+    app.leaveUnsaved = true;  // asked once: the same request again leaves the mask behind
+    status('The current mask is not saved: Enter saves it, Esc drops it; go on again to leave it.', 'unsaved');
+    return;
+  }
+  openImage(app.index + step);
+}
+
 function loadImage(src) {
   return new Promise((resolve, reject) => {
     const image = new Image();
@@ -204,6 +215,7 @@ function resetEdit() {
 
 /** Make `next` the current edit (one undo step); decode if its prompts changed. */
 function change(next) {
+  app.leaveUnsaved = false;
   if (app.timer === null) app.timer = performance.now();
   document.body.dataset.status = 'editing';
   app.undo.push(app.edit);
@@ -494,8 +506,8 @@ function setBrush(size) {
 
 document.querySelectorAll('#tools button').forEach((b) => { b.onclick = () => setTool(b.dataset.tool); });
 $('brush-size').oninput = (event) => setBrush(Number(event.target.value));
-$('prev').onclick = () => openImage(app.index - 1);
-$('next').onclick = () => openImage(app.index + 1);
+$('prev').onclick = () => navigate(-1);
+$('next').onclick = () => navigate(1);
 $('undo').onclick = undo;
 $('redo').onclick = redo;
 $('clear').onclick = resetEdit;
@@ -510,8 +522,8 @@ const KEYS = {
   '[': () => setBrush(app.brush - 2), ']': () => setBrush(app.brush + 2),
   1: () => choose(0), 2: () => choose(1), 3: () => choose(2),
   Enter: accept, Escape: resetEdit, f: prefill, '?': () => $('help').showModal(),
-  n: () => openImage(app.index + 1), ArrowRight: () => openImage(app.index + 1),
-  p: () => openImage(app.index - 1), ArrowLeft: () => openImage(app.index - 1),
+  n: () => navigate(1), ArrowRight: () => navigate(1),
+  p: () => navigate(-1), ArrowLeft: () => navigate(-1),
   '+': () => zoomAt(1.25, view.clientWidth / 2, view.clientHeight / 2), '=': () => zoomAt(1.25, view.clientWidth / 2, view.clientHeight / 2),
   '-': () => zoomAt(0.8, view.clientWidth / 2, view.clientHeight / 2), 0: fit,
   Delete: () => { if (app.selected !== null) deleteMask(app.selected); },
