@@ -182,3 +182,19 @@ def test_cli_errors(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert cli.main(["engine", "run", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
     assert "--gpus" in capsys.readouterr().err
+
+
+def test_sources_on_another_filesystem(images):
+    """Any fsspec filesystem: ids relative to the root, URLs that keep their protocol."""
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/collection/a/one.png", (images / "FudanPed00001.png").read_bytes())
+    memory.pipe("/collection/two.jpg", b"not read while listing")
+    memory.pipe("/collection/list.txt", b"a/one.png\nmemory://collection/two.jpg\n")
+    found = list_images("memory://collection")
+    assert [(s.image_id, s.url) for s in found] == [("a/one.png", "memory:///collection/a/one.png"),
+                                                   ("two.jpg", "memory:///collection/two.jpg")]
+    with fsspec.open(found[0].url, "rb") as file:
+        assert file.read() == (images / "FudanPed00001.png").read_bytes()
+    assert [s.url for s in list_images("memory://collection/list.txt")] == [
+        "memory:///collection/a/one.png", "memory://collection/two.jpg"]
+    assert [s.image_id for s in list_images("memory://collection/*.jpg")] == ["two.jpg"]
