@@ -79,24 +79,21 @@ class Segmenter:
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
         from ..data.sa1b import sa1b_document
 
-        out: Dict[str, list] = {name: [] for name in ("image_id", "url", "status", "masks", "seconds", "error",
-                                                      "json")}
-        for i, image_id in enumerate(batch["image_id"]):
-            status, error, masks, text, began = "error", str(batch["error"][i]), 0, "", time.perf_counter()
+        rows = []
+        for row in _rows(batch):
+            status, error, masks, text, began = "error", row["error"], 0, "", time.perf_counter()
             if not error:
-                image = batch["image"][i]
+                image = row["image"]
                 try:
                     records = [r for r in self.generator.generate(image) if r["area"] >= self.min_area]
-                    name = os.path.basename(str(batch["url"][i]))
+                    name = os.path.basename(row["url"])
                     text = json.dumps(sa1b_document(name, image.shape[1], image.shape[0], records))
                     status, masks = "done", len(records)
                 except Exception as err:  # one bad image must not stop millions: recorded, reported
                     error = f"{type(err).__name__}: {err}"
-            for name, value in (("image_id", str(image_id)), ("url", str(batch["url"][i])), ("status", status),
-                                ("masks", masks), ("seconds", time.perf_counter() - began), ("error", error),
-                                ("json", text)):
-                out[name].append(value)
-        return out
+            rows.append({"image_id": row["image_id"], "url": row["url"], "status": status, "masks": masks,
+                         "seconds": time.perf_counter() - began, "error": error, "json": text})
+        return _columns(rows)
 
 
 def _load(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -114,10 +111,17 @@ def _load(row: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _write(batch: Dict[str, np.ndarray], out: str, shard_format: str, dataset: bool) -> Dict[str, list]:
-    rows = [{name: (v.item() if hasattr(v, "item") else v) for name, v in zip(batch, values)}
+    return _columns(write_batch(out, _rows(batch), shard_format, dataset))
+
+
+def _rows(batch: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+    """A Ray batch (column -> array) as rows of Python values (arrays, such as images, kept)."""
+    return [{name: value.item() if isinstance(value, np.generic) else value for name, value in zip(batch, values)}
             for values in zip(*batch.values())]
-    manifest = write_batch(out, rows, shard_format, dataset)
-    return {name: [row[name] for row in manifest] for name in manifest[0]}
+
+
+def _columns(rows: List[Dict[str, Any]]) -> Dict[str, list]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def run_engine(sources: List[ImageSource], out: str, config: EngineConfig, address: Optional[str] = None,

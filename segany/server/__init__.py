@@ -14,7 +14,7 @@ from ..amg import SamAutomaticMaskGenerator
 from ..checkpoint import load_model
 from ..errors import SegAnyError
 from ..export.onnx import export_decoder
-from .app import Services, create_app
+from .app import DECODER_GRAPHS, Services, create_app
 from .catalog import Catalog
 from .embeddings import EmbeddingService
 from .store import Store, default_db_url
@@ -45,10 +45,9 @@ def build_services(images: Path, db: Optional[str] = None, model: str = "default
     store = Store(db or default_db_url())
     sam = load_model(model)
     embeddings = EmbeddingService(sam, cache_dir or default_cache_dir(), dtype=dtype)
-    decoders = {"decoder.onnx": True, "decoder-page.onnx": False}  # file -> with the full-size masks output
-    for name, full_size in decoders.items():
-        if not (embeddings.cache_dir / name).exists():
-            export_decoder(sam, embeddings.cache_dir / name, full_size=full_size)
+    for name, full_size in DECODER_GRAPHS.items():
+        if not (embeddings.cache_dir / f"{name}.onnx").exists():
+            export_decoder(sam, embeddings.cache_dir / f"{name}.onnx", full_size=full_size)
     prefill = SamAutomaticMaskGenerator(sam, points_per_side=prefill_points_per_side,
                                         pred_iou_thresh=prefill_iou_thresh,
                                         stability_score_thresh=prefill_stability_thresh,

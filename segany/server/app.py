@@ -30,6 +30,10 @@ from .store import Annotator, MaskIn, Store
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "segany_token"
+# Decoder graphs served at /api/NAME.onnx -> with the full-size `masks` output. "decoder": the
+# official web demo's graph, for other clients; "decoder-page": without that output, which the
+# page computes itself for the one candidate it shows.
+DECODER_GRAPHS = {"decoder": True, "decoder-page": False}
 
 
 @dataclass
@@ -39,9 +43,7 @@ class Services:
     catalog: Catalog
     store: Store
     embeddings: EmbeddingService
-    # decoder.onnx: the official web demo's graph (for other clients); decoder-page.onnx: the
-    # same without the full-size masks output, which the page computes itself for one candidate
-    decoder_dir: Path
+    decoder_dir: Path  # DECODER_GRAPHS as NAME.onnx
     prefill: SamAutomaticMaskGenerator
     ort_dir: Path  # onnxruntime-web's dist folder
     model_name: str
@@ -151,7 +153,7 @@ def create_app(services: Services) -> FastAPI:
 
     @api.get("/api/{name}.onnx")
     def decoder(name: str, _who: Annotator = Depends(annotator)) -> FileResponse:
-        if name not in ("decoder", "decoder-page"):
+        if name not in DECODER_GRAPHS:
             raise NotFound(f"no graph named {name}.onnx")
         return FileResponse(services.decoder_dir / f"{name}.onnx", media_type="application/octet-stream")
 

@@ -64,10 +64,11 @@ class EmbeddingService:
         self._lock = threading.RLock()
         self._pending: Dict[str, Future] = {}
         self._memory: "OrderedDict[str, ImageEmbedding]" = OrderedDict()
+        self._digests: Dict[Tuple[str, int, int], str] = {}  # (path, mtime ns, size) -> content hash
 
     def get(self, path: Path) -> ImageEmbedding:
         """The embedding of the image file at `path` (computed, or from the cache). Not from the worker."""
-        key = file_digest(path)
+        key = self._content_key(path)
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
@@ -78,6 +79,14 @@ class EmbeddingService:
                 self._pending[key] = future
                 future.add_done_callback(lambda done: self._settle(key, done))
         return future.result()
+
+    def _content_key(self, path: Path) -> str:
+        """The file's content hash, read once per version of the file (not on every request)."""
+        stat = path.stat()
+        version = (str(path), stat.st_mtime_ns, stat.st_size)
+        if version not in self._digests:
+            self._digests[version] = file_digest(path)
+        return self._digests[version]
 
     def run(self, work: Callable[..., T], *args, **kwargs) -> T:
         """Run other model work on the worker thread, after what is queued; wait for its result."""

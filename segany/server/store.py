@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from sqlalchemy import (
     Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, delete, event,
@@ -126,8 +126,8 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def check_mask(mask: MaskIn, height: int, width: int) -> Rle:
-    """The mask as compressed RLE, or SegAnyError naming the field that is wrong."""
+def check_mask(mask: MaskIn, height: int, width: int) -> Tuple[Rle, int]:
+    """The mask as compressed RLE and its area, or SegAnyError naming the field that is wrong."""
     rle = mask.rle
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise SegAnyError("rle: give {size: [H, W], counts}")
@@ -148,7 +148,7 @@ def check_mask(mask: MaskIn, height: int, width: int) -> Rle:
         raise SegAnyError("rle: the mask is empty")
     if mask.source not in SOURCES:
         raise SegAnyError(f"source must be one of {', '.join(SOURCES)}")
-    return compressed
+    return compressed, area
 
 
 class Store:
@@ -217,20 +217,20 @@ class Store:
 
     def add_masks(self, image: str, annotator_id: int, masks: List[MaskIn], height: int, width: int,
                   session: Optional[Session] = None) -> List[Dict[str, Any]]:
-        """Insert masks in one transaction (all or none)."""
-        rles = [check_mask(mask, height, width) for mask in masks]
+        """Insert masks in one transaction (all or none): `session`'s, else a new one."""
         if session is None:
             with self.transaction() as session:
                 return self.add_masks(image, annotator_id, masks, height, width, session)
-        boxes = rles_to_boxes(rles)
+        rles, areas = zip(*[check_mask(mask, height, width) for mask in masks]) if masks else ((), ())
+        boxes = rles_to_boxes(list(rles))
         stamp = now()
         rows = [
             MaskRow(image=image, annotator_id=annotator_id, height=height, width=width, counts=rle["counts"],
-                    area=rle_area(rle), bbox=json.dumps([int(v) for v in box]),
+                    area=area, bbox=json.dumps([int(v) for v in box]),
                     predicted_iou=mask.predicted_iou, stability_score=mask.stability_score,
                     point_coords=None if mask.point_coords is None else json.dumps(mask.point_coords),
                     source=mask.source, seconds=mask.seconds, version=1, created_at=stamp, updated_at=stamp)
-            for mask, rle, box in zip(masks, rles, boxes)
+            for mask, rle, area, box in zip(masks, rles, areas, boxes)
         ]
         session.add_all(rows)
         session.flush()
@@ -240,9 +240,9 @@ class Store:
     def update_mask(self, mask_id: int, annotator_id: int, version: int, mask: MaskIn) -> Dict[str, Any]:
         """Replace a mask's pixels if it is still at `version`; returns the new row (version + 1)."""
         height, width = (mask.rle.get("size") or (0, 0)) if isinstance(mask.rle, dict) else (0, 0)
-        rle = check_mask(mask, height, width)
+        rle, area = check_mask(mask, height, width)
         [box] = rles_to_boxes([rle])
-        values = dict(counts=rle["counts"], area=rle_area(rle), bbox=json.dumps([int(v) for v in box]),
+        values = dict(counts=rle["counts"], area=area, bbox=json.dumps([int(v) for v in box]),
                       version=version + 1, updated_at=now())
         if mask.seconds is not None:  # time spent on a mask adds up over its edits
             values["seconds"] = func.coalesce(MaskRow.seconds, 0.0) + mask.seconds

@@ -5,6 +5,7 @@ import { maskArea, maskToRle, rleToMask } from './rle.js';
 const $ = (id) => document.getElementById(id);
 const view = $('view');
 const HISTORY = 100;  // undo steps kept
+const CURRENT = [30, 144, 255, 140];  // the mask being made: blue, half transparent
 const COLORS = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
   [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40]];
 
@@ -132,20 +133,26 @@ function layer(width, height) {
   return canvas;
 }
 
-/** Draw masks ([[Uint8Array, [r, g, b, a]]], later ones on top) as the canvas's only content; returns the pixels covered. */
-function paint(canvas, masks) {
+/**
+ * Draw masks ([[Uint8Array, [r, g, b, a]]], later ones on top) as the canvas's content within
+ * `rect` [x0, y0, x1, y1) (default: all of it); returns the pixels covered there.
+ */
+function paint(canvas, masks, rect = [0, 0, canvas.width, canvas.height]) {
   const ctx = canvas.getContext('2d');
   if (!canvas.pixels) canvas.pixels = ctx.createImageData(canvas.width, canvas.height);  // reused: 4 bytes a pixel
   const out = new Uint32Array(canvas.pixels.data.buffer);
-  out.fill(0);
+  const [x0, y0, x1, y1] = rect;
+  const colors = masks.map(([, [r, g, b, a]]) => (a << 24) | (b << 16) | (g << 8) | r);  // little-endian RGBA
   let covered = 0;
-  for (const [mask, [r, g, b, a]] of masks) {
-    const color = (a << 24) | (b << 16) | (g << 8) | r;  // little-endian RGBA
-    for (let i = 0; i < mask.length; i++) {
-      if (mask[i]) { out[i] = color; covered += 1; }
+  for (let y = y0; y < y1; y++) {
+    for (let i = y * canvas.width + x0; i < y * canvas.width + x1; i++) {
+      let color = 0;
+      for (let k = 0; k < masks.length; k++) if (masks[k][0][i]) color = colors[k];
+      out[i] = color;
+      if (color) covered += 1;
     }
   }
-  ctx.putImageData(canvas.pixels, 0, 0);
+  ctx.putImageData(canvas.pixels, 0, 0, x0, y0, x1 - x0, y1 - y0);
   return covered;
 }
 
@@ -192,14 +199,12 @@ async function deleteMask(id) {
     status(`Not deleted: ${err.message}`, 'error');
     return;
   }
-  if (app.edit.editing?.id === id) resetEdit();
   app.saved = app.saved.filter((m) => m.id !== id);
-  drawSaved();
+  if (app.edit.editing?.id === id) resetEdit(); else drawSaved();  // resetEdit redraws the list itself
 }
 
-function editSaved(m) {
+function editSaved(m) {  // the refresh that follows redraws the saved masks without this one
   change({ ...emptyEdit(), base: m.mask, editing: { id: m.id, version: m.version } });
-  drawSaved();
 }
 
 // ---------------------------------------------------------------- the current mask
@@ -275,7 +280,7 @@ function refresh() {
     for (const stroke of app.edit.strokes) rasterize(mask, stroke);
   }
   app.mask = mask;
-  const pixels = app.maskLayer ? paint(app.maskLayer, mask ? [[mask, [30, 144, 255, 140]]] : []) : 0;
+  const pixels = app.maskLayer ? paint(app.maskLayer, mask ? [[mask, CURRENT]] : []) : 0;
   drawCandidates();
   if ((app.edit.editing?.id ?? null) !== app.savedHidden) drawSaved(); else draw();
   updateTiming();
@@ -283,15 +288,23 @@ function refresh() {
   document.body.dataset.decodes = app.decoder ? app.decoder.latencies.length : 0;
 }
 
+/** Paint a stroke into `mask`; returns the rectangle [x0, y0, x1, y1) it may have changed. */
 function rasterize(mask, stroke) {
   const value = stroke.mode === 'brush' ? 1 : 0;
   const r = stroke.radius;
+  const rect = [app.W, app.H, 0, 0];
   const stamp = (cx, cy) => {
-    for (let y = Math.max(0, Math.floor(cy - r)); y <= Math.min(app.H - 1, Math.ceil(cy + r)); y++) {
-      for (let x = Math.max(0, Math.floor(cx - r)); x <= Math.min(app.W - 1, Math.ceil(cx + r)); x++) {
+    const [left, top] = [Math.max(0, Math.floor(cx - r)), Math.max(0, Math.floor(cy - r))];
+    const [right, bottom] = [Math.min(app.W - 1, Math.ceil(cx + r)), Math.min(app.H - 1, Math.ceil(cy + r))];
+    for (let y = top; y <= bottom; y++) {
+      for (let x = left; x <= right; x++) {
         if ((x - cx) ** 2 + (y - cy) ** 2 <= r * r) mask[y * app.W + x] = value;
       }
     }
+    rect[0] = Math.min(rect[0], left);
+    rect[1] = Math.min(rect[1], top);
+    rect[2] = Math.max(rect[2], right + 1);
+    rect[3] = Math.max(rect[3], bottom + 1);
   };
   stroke.path.forEach(([x, y], i) => {
     if (i === 0) { stamp(x, y); return; }
@@ -299,6 +312,7 @@ function rasterize(mask, stroke) {
     const steps = Math.max(1, Math.ceil(Math.hypot(x - px, y - py) / Math.max(1, r / 2)));
     for (let s = 1; s <= steps; s++) stamp(px + (x - px) * s / steps, py + (y - py) * s / steps);
   });
+  return rect[2] > rect[0] && rect[3] > rect[1] ? rect : [0, 0, 0, 0];
 }
 
 function drawCandidates() {
@@ -473,9 +487,9 @@ view.addEventListener('pointermove', (event) => {
     drag.stroke.path.push(imagePoint(event));
     if (!drag.preview) drag.preview = app.mask ? app.mask.slice() : new Uint8Array(app.W * app.H);
     const preview = drag.preview;
-    rasterize(preview, { ...drag.stroke, path: drag.stroke.path.slice(-2) });
+    const touched = rasterize(preview, { ...drag.stroke, path: drag.stroke.path.slice(-2) });
     app.mask = preview;
-    paint(app.maskLayer, [[preview, [30, 144, 255, 140]]]);
+    paint(app.maskLayer, [[preview, CURRENT]], touched);  // only where the brush went
   }
   draw();
 });
