@@ -7,12 +7,14 @@ per prompt. Columns: the official package, segany in float32 (same results), seg
 image encoder in bfloat16 (`dtype`; the decoder stays float32), and with the decoder in
 bfloat16 too (`decoder_dtype`). Ratios are official / segany (> 1: segany is faster). `--memory`
 adds the peak RSS of a fresh process that loads the model and encodes the image once.
+`--arch default` times the bundled model (docs/models.md) against the official vit_b, the
+smallest official SAM (so the parity line is left out).
 
 Both packages run in this one process, so the official one also runs with the allocator
 settings that creating a segany predictor applies (`segany.allocator`): the ratios are
 not flattered by them.
 
-    python benchmarks/bench_model.py [--arch vit_b] [--repeats 3] [--image PATH] [--memory]
+    python benchmarks/bench_model.py [--arch vit_b|vit_l|vit_h|default] [--repeats 3] [--image PATH] [--memory]
 """
 
 import argparse
@@ -77,7 +79,7 @@ def peak_rss_mib(impl: str, checkpoint: Path, image: Path, arch: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "default"])
     parser.add_argument("--repeats", type=int, default=3, help="timed encoder runs (decoder: more)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else REPO / "examples" / "chelsea.png")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS of encoding one image")
@@ -87,10 +89,13 @@ def main() -> None:
     image = np.asarray(Image.open(args.image).convert("RGB"))
     h, w = image.shape[:2]
     tmp = tempfile.TemporaryDirectory()
-    checkpoint = reference.write_official_checkpoint(segany.CONFIGS[args.arch], Path(tmp.name) / f"{args.arch}.pth")
+    official_arch = "vit_b" if args.arch == "default" else args.arch
+    official_checkpoint = reference.write_official_checkpoint(segany.CONFIGS[official_arch],
+                                                              Path(tmp.name) / f"{official_arch}.pth")
+    checkpoint = segany.checkpoint.BUNDLED_MODELS["default"] if args.arch == "default" else official_checkpoint
     model = segany.load_model(checkpoint)
     variants = {
-        "official": sa.SamPredictor(sa.sam_model_registry[args.arch](checkpoint=str(checkpoint))),
+        "official": sa.SamPredictor(sa.sam_model_registry[official_arch](checkpoint=str(official_checkpoint))),
         "segany fp32": segany.SamPredictor(model),
         "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
         "segany bf16+dec": segany.SamPredictor(model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16),
@@ -134,10 +139,11 @@ def main() -> None:
                 results[label_, name] = median_seconds(lambda: fn(predictor), repeats) / prompts * unit
         ours, theirs = variants["segany fp32"], variants["official"]
         error = (variants["segany bf16"].features - ours.features).norm() / ours.features.norm()
-        parity = (ours.features - theirs.features).abs().max()
+        parity = (ours.features - theirs.features).abs().max() if args.arch != "default" else None
 
     names = list(variants)
-    print(f"{args.arch}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
+    against = " (official: vit_b)" if args.arch == "default" else ""
+    print(f"{args.arch}{against}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}\n")
     header = "| measure | " + " | ".join(names) + " | " + " | ".join(f"speed-up {n[7:]}" for n in names[1:]) + " |"
@@ -148,10 +154,10 @@ def main() -> None:
         ratios = [values[0] / v for v in values[1:]]
         print(f"| {label_} | " + " | ".join(f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in values)
               + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
-    print(f"\nfp32 embedding vs official: max abs difference {parity:.2e}; "
-          f"bf16 embedding vs fp32: relative L2 error {error:.2%}")
+    parity_text = "" if parity is None else f"fp32 embedding vs official: max abs difference {parity:.2e}; "
+    print(f"\n{parity_text}bf16 embedding vs fp32: relative L2 error {error:.2%}")
     if args.memory:
-        official_rss = peak_rss_mib("official", checkpoint, args.image, args.arch)
+        official_rss = peak_rss_mib("official", official_checkpoint, args.image, official_arch)
         ours_rss = peak_rss_mib("segany", checkpoint, args.image, args.arch)
         print(f"peak RSS, load + encode one image: official {official_rss:.0f} MiB, segany {ours_rss:.0f} MiB")
     tmp.cleanup()

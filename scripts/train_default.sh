@@ -1,11 +1,14 @@
 #!/bin/sh
-# Trains the bundled default model from random weights (docs/models.md) and installs it.
-# Run from the repository root with ../shared/data beside it (about 80 minutes on 2 CPU cores).
-# Each stage resumes where it stopped when the script is run again.
+# Trains the bundled default model (docs/models.md) and installs it. Run from the repository root
+# with ../shared/data and ../shared/pretrained beside it. Run again, it resumes where it stopped.
+#
+# Extra training data, outside the repository (never committed):
+#   git clone https://github.com/bearpaw/clothing-co-parsing ../data/clothing-co-parsing
+#   git clone https://github.com/Naveen-Dodda/Sample_Pets_dataset ../data/pets
 set -e
-stage() {  # CONFIG OUTPUT
-    if [ -f "$2/last.pt" ]; then segany train "$1" --resume; else segany train "$1"; fi
-}
-stage configs/default.yaml runs/default
-stage configs/default-continue.yaml runs/default-continue
-cp runs/default-continue/model.safetensors segany/weights/default.safetensors
+for folder in ../data/clothing-co-parsing ../data/pets; do
+    [ -d "$folder" ] || { echo "$folder is missing: see the top of $0" >&2; exit 2; }
+done
+# ImageNet MobileNetV2 encoder, fresh prompt encoder and decoder, the labelled mixture.
+if [ -f runs/default/last.pt ]; then segany train configs/default.yaml --resume; else segany train configs/default.yaml; fi
+cp runs/default/model.safetensors segany/weights/default.safetensors

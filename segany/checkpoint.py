@@ -138,10 +138,17 @@ def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[SamConfig]]:
 
 
 def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> SamConfig:
-    """Work out the architecture of a SAM state dict from its tensor shapes.
+    """Work out the architecture of a ViT SAM state dict from its tensor shapes.
 
-    Decoder head count is not visible in shapes; it is taken as the official 8.
+    Decoder head count is not visible in shapes; it is taken as the official 8. A convolutional
+    encoder's input size and stride are not in its shapes: such models live in .safetensors
+    files, whose metadata holds the config.
     """
+    if "image_encoder.trunk.stem.weight" in state_dict:
+        raise CheckpointError(
+            f"{source}: a MobileNetV2-encoder model without its config (its input size is not in the "
+            "tensors); load the .safetensors file it was saved as"
+        )
     def get(key: str) -> torch.Tensor:
         if key not in state_dict:
             raise CheckpointError(
@@ -251,6 +258,9 @@ def write_checkpoint(state_dict: StateDict, path: PathLike, config: Optional[Sam
         with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=metadata)
     elif path.suffix in (".pth", ".pt"):
+        if config is not None and config.encoder != "vit":
+            raise CheckpointError(f"{path}: the .pth layout holds no config, which a {config.encoder} "
+                                  "model needs to load again; use .safetensors")
         with atomic_path(path) as tmp:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     else:

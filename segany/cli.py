@@ -206,7 +206,8 @@ def cmd_eval_prompts(args: argparse.Namespace) -> None:
     scores = prompt_scores(predictor, dataset, args.limit, args.clicks, progress=True,
                            records=_records(args, out, "prompts", "model", "clicks", "point"), first_point=args.point)
     columns = {"objects": scores.objects, "1-point mIoU (confident)": scores.confident, "1-point oracle": scores.oracle,
-               "1-point single": scores.single, "box mIoU": scores.box}
+               "1-point single": scores.single, "box mIoU": scores.box,
+               "predicted/true IoU correlation": scores.iou_correlation}
     results = {"scores": scores.to_dict()}
     if args.baselines:
         results["baselines"] = baseline_scores(dataset, args.limit, progress=True, first_point=args.point,
@@ -443,8 +444,11 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     state_dict, config = read_checkpoint(args.checkpoint)
     config = config or detect_config(state_dict, args.checkpoint)
-    params = sum(t.numel() for t in state_dict.values())
-    print(json.dumps({"architecture": config_name(config), "parameters": params, "config": config.to_dict()}, indent=1))
+    parts = {part: sum(t.numel() for k, t in state_dict.items() if k.startswith(part + "."))
+             for part in ("image_encoder", "prompt_encoder", "mask_decoder")}
+    print(json.dumps({"architecture": config_name(config), "encoder": config.describe_encoder(),
+                      "parameters": sum(t.numel() for t in state_dict.values()), "parameters_by_part": parts,
+                      "config": config.to_dict()}, indent=1))
 
 
 def _add_precision_options(parser: argparse.ArgumentParser) -> None:

@@ -49,6 +49,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pretrained_dir(shared_data) -> Path:
+    """The ImageNet MobileNetV2 weights beside the data (shared/pretrained)."""
+    path = shared_data.parent / "pretrained"
+    if not (path / "mobilenet_v2_1.0_224_quant.tflite").exists():
+        if os.environ.get("SEGANY_REQUIRE_DATA") == "1":
+            pytest.fail(f"pretrained weights not found at {path}")
+        pytest.skip(f"pretrained weights not found at {path}")
+    return path
+
+
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))

@@ -142,6 +142,15 @@ def test_init_convert_and_info(tmp_path, capsys, model_file):
     tiny = tmp_path / "tiny.safetensors"
     code, out, _ = run(capsys, "init", "vit_tiny", "-o", tiny, "--seed", "4")
     assert code == 0 and segany.load_model(tiny).config == segany.CONFIGS["vit_tiny"]
+    mobile = tmp_path / "mobile.safetensors"
+    assert run(capsys, "init", "mobilenet_v2", "-o", mobile)[0] == 0
+    code, out, _ = run(capsys, "info", mobile)
+    info = json.loads(out)
+    assert code == 0 and info["architecture"] == "mobilenet_v2" and info["encoder"].startswith("mobilenet_v2")
+    assert info["parameters"] == sum(info["parameters_by_part"].values())
+    assert 1.9e6 < info["parameters_by_part"]["image_encoder"] < 2.1e6
+    code, _, err = run(capsys, "convert", mobile, tmp_path / "mobile.pth")
+    assert code != 0 and "use .safetensors" in err and not (tmp_path / "mobile.pth").exists()
 
 
 def test_console_script_runs_the_readme_demo(tmp_path):
@@ -252,7 +261,7 @@ def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shar
     assert len(results["scores"]["interactive"]) == 3
     assert Image.open(tmp_path / "interactive.png").format == "PNG"
     table = (tmp_path / "results.md").read_text().splitlines()
-    assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 10
+    assert len(table) == 3 + 1 + 5 and table[2].startswith("| pennfudan:eval |") and table[0].count("|") == 11
     assert table[4] == "| points | mIoU |" and table[-1].startswith("| 3 | ")
     assert main(args) == 0  # again: every image read back from prompts.jsonl and baselines.jsonl
     again = json.loads((tmp_path / "results.json").read_text())

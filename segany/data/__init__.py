@@ -2,10 +2,13 @@
 
 from .datasets import (
     BSDS500,
+    ClothingCoParsing,
     CocoJson,
+    ImageFolder,
     LabelMapFolder,
     MaskDataset,
     PennFudan,
+    PetTrimaps,
     SA1BFolder,
     Sample,
     YoloSegFolder,
@@ -17,10 +20,13 @@ from .sa1b import read_sa1b, read_sa1b_masks, sa1b_annotation, sa1b_image_id, wr
 
 __all__ = [
     "BSDS500",
+    "ClothingCoParsing",
     "CocoJson",
+    "ImageFolder",
     "LabelMapFolder",
     "MaskDataset",
     "PennFudan",
+    "PetTrimaps",
     "SA1BFolder",
     "Sample",
     "YoloSegFolder",

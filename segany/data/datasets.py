@@ -8,7 +8,10 @@ Every dataset is a sequence of `Sample`s: the RGB image, its masks as an (N, H, 
 - `YoloSegFolder`: images/ + labels/*.txt polygons normalised to [0, 1] (YOLO-seg);
 - `CocoJson`: a COCO / LVIS instances JSON (polygons and RLE) and its image folder;
 - `BSDS500`: images/ + groundTruth/*.mat (every annotator's regions and boundaries);
-- `SA1BFolder`: SA-1B image + per-image JSON pairs.
+- `SA1BFolder`: SA-1B image + per-image JSON pairs;
+- `ClothingCoParsing`: photos/ + annotations/pixel-level/*.mat (people, their garments and skin);
+- `PetTrimaps`: images/ + trimaps/ (Oxford-IIIT Pet: one animal an image);
+- `ImageFolder`: images without masks (for `segany pseudo-label`, the data engine's last stage).
 
 `shared_dataset(name, split)` opens the datasets of `../shared/data` with the splits its README
 names (the last images by sorted name are for evaluation only), and "synthetic" scenes;
@@ -240,6 +243,78 @@ class SA1BFolder(MaskDataset):
         return Sample(name, image, masks)
 
 
+def _components(mask: np.ndarray, min_area: int) -> List[np.ndarray]:
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    parts = [labels == k for k in range(1, count)]
+    return [part for part in parts if part.sum() >= min_area]
+
+
+class ClothingCoParsing(MaskDataset):
+    """Clothing Co-Parsing (Yang et al., 2014): photos/ID.jpg and, for the 1004 photos annotated
+    pixel by pixel, annotations/pixel-level/ID.mat (`groundtruth`: 0 background, 1-58 garments,
+    skin and hair). Masks: every connected piece of every label (a shoe, an arm's skin), each
+    label whole where it has several pieces (both shoes), and the whole person."""
+
+    MIN_AREA = 64  # pixels; smaller pieces are annotation slivers
+
+    def __init__(self, root: PathLike, split: str = "all", eval_count: int = 0) -> None:
+        root = Path(root)
+        self.photos = _stems(root / "photos", (".jpg",))
+        self.annotations = _stems(root / "annotations" / "pixel-level", (".mat",))
+        self.names = split_names([stem for stem in self.annotations if stem in self.photos], split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        from scipy.io import loadmat
+
+        image = read_image(self.photos[name])
+        path = self.annotations[name]
+        try:
+            labels = loadmat(str(path))["groundtruth"]
+        except (OSError, KeyError, ValueError) as err:
+            raise SegAnyError(f"{path}: not a Clothing Co-Parsing annotation ({err})") from None
+        masks = []
+        for label in np.unique(labels[labels > 0]):
+            pieces = _components(labels == label, self.MIN_AREA)
+            masks += pieces + ([np.any(pieces, axis=0)] if len(pieces) > 1 else [])
+        person = labels > 0
+        if person.any():
+            masks.append(person)
+        masks = stack_masks(masks, *labels.shape)
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks)
+
+
+class PetTrimaps(MaskDataset):
+    """Oxford-IIIT Pet trimaps (Parkhi et al., 2012): images/ID.jpg, trimaps/ID.png with 1 animal,
+    2 background, 3 the unsure band along its outline. The mask is the animal with that band."""
+
+    def __init__(self, root: PathLike, split: str = "all", eval_count: int = 0) -> None:
+        root = Path(root)
+        self.images = _stems(root / "images", IMAGE_SUFFIXES)
+        self.trimaps = _stems(root / "trimaps", (".png",))
+        self.names = split_names([stem for stem in self.images if stem in self.trimaps], split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        image = read_image(self.images[name])
+        trimap = _read_label_map(self.trimaps[name])
+        masks = (trimap != 2)[None]
+        _check_shape(name, image, masks)
+        return Sample(name, image, masks)
+
+
+class ImageFolder(MaskDataset):
+    """The images of a folder (not its subfolders), each with no masks: what the automatic stage
+    of the data engine labels."""
+
+    def __init__(self, folder: PathLike, split: str = "all", eval_count: int = 0) -> None:
+        self.images = _stems(Path(folder), IMAGE_SUFFIXES)
+        self.names = split_names(list(self.images), split, eval_count)
+
+    def load(self, name: str) -> Sample:
+        image = read_image(self.images[name])
+        return Sample(name, image, np.zeros((0, *image.shape[:2]), dtype=bool))
+
+
 # The datasets of ../shared/data and their evaluation splits (see its README).
 SHARED_DATASETS: Dict[str, Callable[[Path, str], MaskDataset]] = {
     "pennfudan": lambda root, split: PennFudan(root / "pennfudan", split, eval_count=50),
@@ -279,7 +354,9 @@ def open_dataset(spec: str, split: str, root: PathLike) -> MaskDataset:
     `split`), or the path of a dataset of one of the formats above, read whole (its layout tells
     the format: a COCO .json file with its images in images/ beside it or in its own folder;
     PNGImages/ + PedMasks/; images/ + labels/ of .txt polygons or of label maps; images/ +
-    groundTruth/ (BSDS500: `split` train, val, or test = eval); a folder of SA-1B .json files).
+    groundTruth/ (BSDS500: `split` train, val, or test = eval); photos/ + annotations/pixel-level/
+    (Clothing Co-Parsing); images/ + trimaps/ (Oxford-IIIT Pet); a folder of SA-1B .json files;
+    a folder of images alone (no masks: for pseudo-labelling).
     """
     if spec in SHARED_DATASETS:
         return shared_dataset(spec, split, root)
@@ -293,6 +370,10 @@ def open_dataset(spec: str, split: str, root: PathLike) -> MaskDataset:
         return PennFudan(path, eval_count=0)
     if (path / "images").is_dir() and (path / "groundTruth").is_dir():
         return BSDS500(path, _bsds500_split(split))
+    if (path / "photos").is_dir() and (path / "annotations" / "pixel-level").is_dir():
+        return ClothingCoParsing(path)
+    if (path / "images").is_dir() and (path / "trimaps").is_dir():
+        return PetTrimaps(path)
     labels = path / "labels"
     if (path / "images").is_dir() and labels.is_dir():
         if any(p.suffix == ".txt" for p in labels.iterdir()):
@@ -300,5 +381,8 @@ def open_dataset(spec: str, split: str, root: PathLike) -> MaskDataset:
         return LabelMapFolder(path / "images", labels)
     if any(p.suffix == ".json" for p in path.iterdir()):
         return SA1BFolder(path)
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+        return ImageFolder(path)
     raise SegAnyError(f"{spec}: not a dataset layout segany reads (COCO .json, PNGImages/ + PedMasks/, "
-                      "images/ + labels/, images/ + groundTruth/, or SA-1B .json files)")
+                      "images/ + labels/, images/ + groundTruth/, photos/ + annotations/pixel-level/, "
+                      "images/ + trimaps/, SA-1B .json files, or images)")

@@ -81,8 +81,10 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
                     max_dets: Sequence[int] = (10, 100, 1000), progress: bool = True,
                     records: Optional[ImageRecords] = None, figure: Optional[Path] = None) -> Dict[str, float]:
     """Mask average recall of the generator's masks as class-agnostic proposals ranked by predicted
-    IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N. Images
-    are kept in `records` as they are done; `figure`: a PNG of recall over the IoU threshold."""
+    IoU: "AR@N" for each N of max_dets, and "AR@N small/medium/large" for the largest N; "mean best
+    IoU": each object's highest IoU with any proposal (0 without proposals), averaged over objects;
+    "proposals per image". Images are kept in `records` as they are done; `figure`: a PNG of recall
+    over the IoU threshold."""
     if generator.output_mode != "coco_rle":
         raise SegAnyError("proposal_recall needs a generator with output_mode='coco_rle'")
 
@@ -96,12 +98,28 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
     scores = {f"AR@{n}": _mean_recall(recall[:, 0, 0, m]) for m, n in enumerate(max_dets)}
     for a, area in enumerate(AREAS[1:], start=1):
         scores[f"AR@{max_dets[-1]} {area}"] = _mean_recall(recall[:, 0, a, -1])
+    best = [iou for record in per_image for iou in _best_ious(record)]
+    scores["mean best IoU"] = float(np.mean(best)) if best else float("nan")
+    scores["proposals per image"] = float(np.mean([len(record["results"]) for record in per_image]))
     if figure is not None:
         curves = {f"{area} objects": recall[:, 0, a, -1] for a, area in enumerate(AREAS)
                   if (recall[:, 0, a, -1] > -1).all()}  # -1: no object of that size
         plot_curves(curves, figure, f"recall of {max_dets[-1]} proposals per image", "IoU threshold", "recall",
                     x=evaluation.params.iouThrs)
     return scores
+
+
+def _best_ious(record: dict) -> List[float]:
+    """Per true object of an `_image_record`, its highest IoU with any of the results."""
+    from pycocotools import mask as mask_utils
+
+    if not record["truths"]:
+        return []
+    if not record["results"]:
+        return [0.0] * len(record["truths"])
+    results = [rle for rle, _ in record["results"]]
+    ious = mask_utils.iou(results, record["truths"], [0] * len(record["truths"]))  # results, truths
+    return [float(v) for v in np.asarray(ious).max(axis=0)]
 
 
 def _mean_recall(values: np.ndarray) -> float:

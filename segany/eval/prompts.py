@@ -23,7 +23,8 @@ class PromptScores:
     object's first point (its center, or a random pixel), the best of those 3 ("oracle"), the
     single-mask output from that point, and the single-mask output from the object's box;
     `objects` counted; `interactive`: mIoU after 1, 2, ... points (the first is `confident`, see
-    `image_prompt_scores`)."""
+    `image_prompt_scores`); `iou_correlation`: Pearson correlation of the predicted and the true
+    IoU of the 3 masks of every object's first point (how well the IoU head ranks masks)."""
 
     confident: float
     oracle: float
@@ -31,6 +32,7 @@ class PromptScores:
     box: float
     objects: int
     interactive: List[float]
+    iou_correlation: float = float("nan")
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -86,22 +88,26 @@ def prompt_scores(predictor: SamPredictor, dataset: MaskDataset, limit: Optional
                            records, "prompts" if progress else None)
     values = {key: [iou for image in per_image for iou in image[key]] for key in (*SCORES, "interactive")}
     curve = np.array(values.pop("interactive")).reshape(-1, clicks)  # (objects, clicks)
+    predicted = np.array([v for image in per_image for ious in image.get("predicted_ious", []) for v in ious])
+    true = np.array([v for image in per_image for ious in image.get("mask_ious", []) for v in ious])
+    correlation = float(np.corrcoef(predicted, true)[0, 1]) if len(true) > 1 and true.std() > 0 else float("nan")
     return PromptScores(**{key: mean_or_nan(v) for key, v in values.items()}, objects=len(curve),
-                        interactive=[mean_or_nan(list(column)) for column in curve.T])
+                        interactive=[mean_or_nan(list(column)) for column in curve.T], iou_correlation=correlation)
 
 
 def image_prompt_scores(predictor: SamPredictor, sample: Sample, clicks: int = 1,
                         first_point: str = "center") -> Dict[str, List]:
     """IoU with the truth of each object of one image, prompted with one point (`first_points`:
-    "center" or "random") and with its box (see `PromptScores` for the keys), and "interactive":
-    per object, the IoU after 1..clicks points.
+    "center" or "random") and with its box (see `PromptScores` for the keys), "interactive": per
+    object, the IoU after 1..clicks points, and "predicted_ious" and "mask_ious": per object, the
+    predicted and the true IoU of the point's 3 masks.
 
     With `clicks` > 1 the points after the first go on from the point's most confident mask (the
     interactive curve, paper §7.1, Fig. 9): each next point is `corrective_point` of the current
     mask, decoded with all points so far to the single-mask output, the previous low-res logits
     as mask prompt. Once a mask equals the truth it stays, with IoU 1.
     """
-    scores: Dict[str, List] = {key: [] for key in (*SCORES, "interactive")}
+    scores: Dict[str, List] = {key: [] for key in (*SCORES, "interactive", "predicted_ious", "mask_ious")}
     truths = object_masks(sample)
     if truths:
         predictor.set_image(sample.image)
@@ -110,6 +116,8 @@ def image_prompt_scores(predictor: SamPredictor, sample: Sample, clicks: int = 1
         masks, predicted_iou, low_res = predictor.predict(point, label, multimask_output=True)
         ious = [mask_iou(m, truth) for m in masks]
         best = int(np.argmax(predicted_iou))
+        scores["predicted_ious"].append([float(v) for v in predicted_iou])
+        scores["mask_ious"].append(ious)
         scores["confident"].append(ious[best])
         scores["oracle"].append(max(ious))
         (one,), _, _ = predictor.predict(point, label, multimask_output=False)

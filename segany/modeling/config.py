@@ -1,11 +1,18 @@
-"""Model configurations and the builder that turns one into a `Sam`."""
+"""Model configurations and the builder that turns one into a `Sam`.
+
+The image encoder is a plug-in: `SamConfig.encoder` names an entry of `ENCODERS`, a function
+that builds it from the config. The prompt encoder and mask decoder are SAM's for every one.
+"""
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
+
+from torch import nn
 
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
+from .mobilenet import ImageEncoderMobileNet
 from .prompt_encoder import PromptEncoder
 from .sam import PIXEL_MEAN, PIXEL_STD, Sam
 from .transformer import TwoWayTransformer
@@ -13,8 +20,14 @@ from .transformer import TwoWayTransformer
 
 @dataclass(frozen=True)
 class SamConfig:
-    """Every size of a SAM model. Defaults are those of the official models."""
+    """Every size of a SAM model. Defaults are those of the official models.
 
+    encoder: "vit" (the official encoder; the encoder_* fields size it) or "mobilenet_v2"
+    (`ImageEncoderMobileNet`; its output stride is patch_size). patch_size: input pixels per
+    embedding cell, so the embedding grid is image_size // patch_size.
+    """
+
+    encoder: str = "vit"
     encoder_embed_dim: int = 768
     encoder_depth: int = 12
     encoder_num_heads: int = 12
@@ -43,6 +56,14 @@ class SamConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def describe_encoder(self) -> str:
+        """One line: the encoder and the fields that size it."""
+        if self.encoder == "vit":
+            return (f"ViT, width {self.encoder_embed_dim}, depth {self.encoder_depth}, "
+                    f"{self.encoder_num_heads} heads, window {self.encoder_window_size}, "
+                    f"global attention in blocks {list(self.encoder_global_attn_indexes)}")
+        return f"{self.encoder}, output stride {self.patch_size}"
+
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "SamConfig":
         """Inverse of `to_dict`; raises ValueError naming unknown fields."""
@@ -51,7 +72,35 @@ class SamConfig:
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
         converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**converted)
+        config = cls(**converted)
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {config.encoder!r}; known: {', '.join(ENCODERS)}")
+        return config
+
+
+def _vit_encoder(config: SamConfig) -> nn.Module:
+    return ImageEncoderViT(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        mlp_ratio=config.encoder_mlp_ratio,
+        out_chans=config.prompt_embed_dim,
+        window_size=config.encoder_window_size,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+    )
+
+
+def _mobilenet_encoder(config: SamConfig) -> nn.Module:
+    return ImageEncoderMobileNet(img_size=config.image_size, out_chans=config.prompt_embed_dim,
+                                 output_stride=config.patch_size)
+
+
+# Image encoders by SamConfig.encoder: each maps a config to a module with `img_size`,
+# `layer_depth(name)`, `num_layers` and `gradient_checkpointing`, whose forward takes
+# (B, 3, image_size, image_size) normalised pixels to (B, prompt_embed_dim, grid, grid).
+ENCODERS: Dict[str, Callable[[SamConfig], nn.Module]] = {"vit": _vit_encoder, "mobilenet_v2": _mobilenet_encoder}
 
 
 # The official architectures (Kirillov et al., 2023) and smaller ones built from the same classes.
@@ -66,6 +115,12 @@ CONFIGS: Dict[str, SamConfig] = {
     # A CPU-sized encoder for tests and small trained models.
     "vit_tiny": SamConfig(
         encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=3, encoder_global_attn_indexes=(1, 3)
+    ),
+    # The bundled default model (docs/models.md): MobileNetV2 1.0 at 512 pixels, output stride 16
+    # (32 x 32 embedding), a 128-wide decoder; pixels mapped to [-1, 1] as Google's weights expect.
+    "mobilenet_v2": SamConfig(
+        encoder="mobilenet_v2", image_size=512, patch_size=16, prompt_embed_dim=128, decoder_mlp_dim=1024,
+        iou_head_hidden_dim=128, pixel_mean=(128.0, 128.0, 128.0), pixel_std=(128.0, 128.0, 128.0),
     ),
 }
 
@@ -84,19 +139,11 @@ def config_name(config: SamConfig) -> str:
 
 def build_sam(config: SamConfig) -> Sam:
     """A randomly initialised `Sam` of the given sizes, in eval mode."""
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {config.encoder!r}; known: {', '.join(ENCODERS)}")
     grid = config.embedding_size
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.encoder_embed_dim,
-            depth=config.encoder_depth,
-            num_heads=config.encoder_num_heads,
-            mlp_ratio=config.encoder_mlp_ratio,
-            out_chans=config.prompt_embed_dim,
-            window_size=config.encoder_window_size,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-        ),
+        image_encoder=ENCODERS[config.encoder](config),
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),

@@ -68,6 +68,17 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
+    def layer_depth(self, name: str) -> int:
+        """Depth of parameter `name` (relative to this module) for layer-wise lr decay: patch and
+        position embeddings 0, block i gets i + 1, the neck `num_layers`."""
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers if name.startswith("neck.") else 0
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks) + 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, img_size, img_size) normalised pixels -> (B, out_chans, grid, grid)."""
         x = self.patch_embed(x)  # B, grid, grid, C

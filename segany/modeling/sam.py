@@ -6,7 +6,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
@@ -21,13 +20,14 @@ class Sam(nn.Module):
 
     def __init__(
         self,
-        image_encoder: ImageEncoderViT,
+        image_encoder: nn.Module,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Sequence[float] = PIXEL_MEAN,
         pixel_std: Sequence[float] = PIXEL_STD,
     ) -> None:
-        """pixel_mean, pixel_std: per-channel RGB normalisation in 0-255 units."""
+        """image_encoder: one of `config.ENCODERS` (its `img_size` is the padded input side);
+        pixel_mean, pixel_std: per-channel RGB normalisation in 0-255 units."""
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder

@@ -6,6 +6,9 @@ add nothing, one at a random place and one last. From round 2 on, the previous r
 unthresholded low-res logits of its most confident mask are the mask prompt. Everything runs
 on the low-res grid (image_size / 4): targets are the ground truth there, and a point drawn in
 a low-res cell is prompted at the centre of that cell in input pixels.
+
+Fewer rounds keep the same shape: the first prompt, then rounds that add a point (one of them
+blank when there are at least two), then the last round with the mask prompt alone.
 """
 
 from dataclasses import dataclass
@@ -18,11 +21,10 @@ from torch.nn import functional as F
 
 from ..modeling import Sam
 from ..transforms import ResizeLongestSide
-from .losses import mask_iou, sam_loss
+from .losses import FOCAL_WEIGHT, mask_iou, sam_loss
 from .prompts import Prompt, sample_correction_point, sample_first_prompt
 
-ROUNDS = 11
-POINT_ROUNDS = 8  # rounds that add a sampled point, after the first
+ROUNDS = 11  # the paper's: the first prompt, 8 rounds adding a point, 2 without
 
 
 @dataclass
@@ -84,24 +86,39 @@ def _to_tensors(prompts: List[Prompt], scale: float) -> Dict[str, Any]:
 
 
 def simulate_interaction(
-    model: Sam, embedding: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
+    model: Sam,
+    embeddings: torch.Tensor,
+    targets: torch.Tensor,
+    rng: np.random.Generator,
+    image_index: Optional[torch.Tensor] = None,
+    rounds: int = ROUNDS,
+    focal_weight: float = FOCAL_WEIGHT,
 ) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """Loss of the 11 rounds for the N masks of one image (mean over rounds).
+    """Loss of the interaction rounds for N masks (mean over rounds and masks).
 
-    embedding: (1, C, h, w) from the image encoder (with gradients when it is trained);
-    targets: (N, S/4, S/4). Returns the loss and metrics: mIoU of the first and last rounds.
+    embeddings: (B, C, h, w) from the image encoder (with gradients when it is trained);
+    targets: (N, S/4, S/4); image_index: (N,) the image of each mask (all image 0 if None);
+    focal_weight: see `sam_loss`.
+    Returns the loss and metrics: mIoU of the first and last rounds.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if image_index is not None and len(embeddings) > 1:
+        # N, C, h, w: one per mask. index_select, not indexing: the gradient of indexing summed the
+        # masks of an image in a varying order on the CPU, so batched runs did not repeat bit for bit.
+        embeddings = embeddings.index_select(0, image_index)
     scale = model.image_encoder.img_size / targets.shape[-1]
     truths = targets.numpy() > 0.5
-    # The masks of an image are decoded as one batch, which takes one kind of first prompt.
+    # The masks of a step are decoded as one batch, which takes one kind of first prompt.
     kind = "box" if rng.random() < 0.5 else "point"
     prompts = [sample_first_prompt(truth, rng, kind) for truth in truths]
-    blank_round = 1 + int(rng.integers(POINT_ROUNDS + 1))  # a round without a new point, among the others
+    middle = rounds - 2  # rounds between the first and the last
+    blank_round = 1 + int(rng.integers(middle)) if middle >= 2 else None  # one of them adds no point
     image_pe = model.prompt_encoder.get_dense_pe()
     previous_logits = None
     losses, ious = [], []
-    for round_index in range(ROUNDS):
-        adds_point = 0 < round_index < ROUNDS - 1 and round_index != blank_round
+    for round_index in range(rounds):
+        adds_point = 0 < round_index < rounds - 1 and round_index != blank_round
         if adds_point and previous_logits is not None:
             predicted = (previous_logits > 0).numpy()
             prompts = [_corrected(p, pred, truth, rng) for p, pred, truth in zip(prompts, predicted, truths)]
@@ -111,8 +128,8 @@ def simulate_interaction(
         # A single point is ambiguous: 3 masks, the best supervised. A box (two corners) or several
         # points take the single-mask output, as box prompts are decoded at inference.
         ambiguous = all(len(p.points) == 1 and p.box is None for p in prompts)
-        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=ambiguous)
-        loss, _ = sam_loss(logits, iou, targets)
+        logits, iou = model.mask_decoder(embeddings, image_pe, sparse, dense, multimask_output=ambiguous)
+        loss, _ = sam_loss(logits, iou, targets, focal_weight)
         losses.append(loss)
         best = iou.argmax(dim=1)
         previous_logits = logits[torch.arange(len(best)), best].detach()

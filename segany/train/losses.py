@@ -1,7 +1,7 @@
 """The losses of SAM's training (paper §3 and appendix A).
 
-Masks: focal loss and dice loss combined 20 : 1; with several output masks only the one of
-lowest loss is back-propagated. IoU head: mean squared error between the predicted IoU and
+Masks: focal loss and dice loss combined 20 : 1 (the paper's weights; the caller may choose
+others); with several output masks only the one of lowest loss is back-propagated. IoU head: mean squared error between the predicted IoU and
 the actual IoU of each output mask with the ground truth, weight 1.
 
 Logits and targets may be at any resolution, as long as they agree.
@@ -43,12 +43,13 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
 
 
-def sam_loss(mask_logits: torch.Tensor, iou_predictions: torch.Tensor,
-             targets: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+def sam_loss(mask_logits: torch.Tensor, iou_predictions: torch.Tensor, targets: torch.Tensor,
+             focal_weight: float = FOCAL_WEIGHT) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Loss of B prompts with M output masks each.
 
     Args:
         mask_logits: (B, M, H, W); iou_predictions: (B, M); targets: (B, H, W) in {0, 1}.
+        focal_weight: of the focal loss, the dice loss weighing 1.
     Returns:
         the scalar loss and its parts (focal, dice, iou: means over the batch; best: (B,)
         index of the mask that was supervised).
@@ -56,7 +57,7 @@ def sam_loss(mask_logits: torch.Tensor, iou_predictions: torch.Tensor,
     targets = targets[:, None].to(mask_logits.dtype).expand_as(mask_logits)
     focal = sigmoid_focal_loss(mask_logits, targets)  # B, M
     dice = dice_loss(mask_logits, targets)
-    per_mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice
+    per_mask = focal_weight * focal + DICE_WEIGHT * dice
     best = per_mask.argmin(dim=1)
     rows = torch.arange(len(best))
     iou_loss = F.mse_loss(iou_predictions, mask_iou(mask_logits, targets).detach())

@@ -1,14 +1,17 @@
 """The training loop: data mixture, AdamW with warm-up and step decay, checkpoints, resume.
 
-Every random choice of step k (which image, which masks, which prompts) is drawn from
-generators seeded with (seed, k), so a run resumed from the checkpoint of step k continues
-exactly as the uninterrupted run would, whatever the number of data workers.
+A step trains on `images_per_step` images (per process), their masks decoded as one batch.
+Every random choice of example e (which image, which masks, which prompts) is drawn from
+generators seeded with (seed, e), so a run resumed from the checkpoint of step k continues
+exactly as the uninterrupted run would, whatever the number of data workers. The resume state
+(`last.pt`) holds tensors and plain values only and is read with `torch.load(weights_only=True)`.
 """
 
 import csv
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +33,8 @@ from ..data import MaskDataset, open_dataset, shared_dataset
 from ..data.datasets import SHARED_DATASETS
 from ..eval.prompts import prompt_scores
 from ..predictor import SamPredictor
-from .interactive import Example, prepare_example, simulate_interaction
+from .interactive import ROUNDS, Example, prepare_example, simulate_interaction
+from .losses import FOCAL_WEIGHT
 from .warmup import init_for_localisation, localisation_warmup
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -47,23 +51,31 @@ class TrainConfig:
     output: str = "runs/train"  # folder: checkpoints, metrics.csv, config.json
     model: Any = "vit_tiny"  # architecture for random weights: a name or SamConfig fields...
     init: Optional[str] = None  # ...or a checkpoint to start from (ours or official)
+    # With `model`: ImageNet weights for a mobilenet_v2 encoder's trunk, a MobileNetV2 1.0 .tflite file
+    # (segany.modeling.tflite_weights); the neck, prompt encoder and decoder start from random weights.
+    pretrained_encoder: Optional[str] = None
     data_root: str = "../shared/data"
     # shared dataset name or dataset path (see segany.data.open_dataset) -> weight in the mixture
     datasets: Dict[str, float] = field(default_factory=lambda: {"pennfudan": 1.0})
-    steps: int = 1000  # one image per step
+    steps: int = 1000
+    images_per_step: int = 1  # per process; their masks are decoded as one batch
     masks_per_image: int = 16
-    # From random weights only: steps of the localisation warm-up on discs before the real data
-    # (see segany.train.warmup; about 0.1 s a step for the default model).
+    rounds: int = ROUNDS  # simulated interaction rounds per mask (segany.train.interactive)
+    focal_weight: float = FOCAL_WEIGHT  # focal : dice = focal_weight : 1 (the paper's 20; see docs/models.md)
+    # Without `init`: steps of the localisation warm-up of the fresh decoder on discs before the
+    # real data (see segany.train.warmup; about 0.1 s a step for the default model).
     localisation_steps: int = 500
-    # From random weights only: the scale the image embedding starts at (the weight of the
-    # encoder's last norm; 1 in SAM's init). See segany.train.warmup.init_for_localisation.
+    # Without `init`: the scale the image embedding starts at (the weight of the encoder's last
+    # norm; 1 in SAM's init). See segany.train.warmup.init_for_localisation.
     initial_embedding_scale: float = 0.1
     lr: float = 8e-4
     warmup_steps: int = 250
     decay_at: List[float] = field(default_factory=lambda: [2 / 3, 26 / 27])  # fractions of steps; lr / 10 at each
     weight_decay: float = 0.1
-    layer_decay: float = 0.8  # ViT block i of n gets lr * layer_decay ** (n - i)
-    freeze: List[str] = field(default_factory=list)  # parts kept as they are
+    layer_decay: float = 0.8  # encoder block i of n gets lr * layer_decay ** (n - i)
+    # Modules kept as they are: parts (image_encoder, prompt_encoder, mask_decoder) or any module
+    # below them by its dotted name (e.g. image_encoder.trunk, the pretrained part of mobilenet_v2).
+    freeze: List[str] = field(default_factory=list)
     jitter: Optional[List[float]] = None  # large-scale jitter scales, e.g. [0.1, 2.0]
     bf16: bool = False  # bfloat16 autocast for matrix products
     checkpoint_encoder: bool = False  # gradient checkpointing of the ViT blocks (less memory)
@@ -92,17 +104,21 @@ class TrainConfig:
         return TrainConfig(**values)
 
     def check(self) -> None:
-        for part in self.freeze:
-            if part not in PARTS:
-                raise SegAnyError(f"freeze: unknown part {part!r}; parts are {', '.join(PARTS)}")
+        for name in self.freeze:
+            if name.split(".")[0] not in PARTS:
+                raise SegAnyError(f"freeze: unknown part {name!r}; parts are {', '.join(PARTS)} "
+                                  "(or a module below one, e.g. image_encoder.trunk)")
         if not self.datasets or any(w <= 0 for w in self.datasets.values()):
             raise SegAnyError("datasets: give at least one dataset with a positive weight")
-        if self.steps < 1 or self.masks_per_image < 1:
-            raise SegAnyError("steps and masks_per_image must be at least 1")
+        for name in ("steps", "images_per_step", "masks_per_image", "rounds"):
+            if getattr(self, name) < 1:
+                raise SegAnyError(f"{name} must be at least 1")
+        if self.pretrained_encoder and self.init:
+            raise SegAnyError("pretrained_encoder is for a new model (model:), not with init:")
 
 
 class StepData(Dataset):
-    """Item k is the training example of step k: drawn from the mixture with generator (seed, k)."""
+    """Item e is training example e: drawn from the mixture with generator (seed, e)."""
 
     def __init__(self, model: Sam, datasets: Dict[str, MaskDataset], weights: Dict[str, float],
                  masks_per_image: int, seed: int, jitter: Optional[List[float]] = None) -> None:
@@ -115,11 +131,11 @@ class StepData(Dataset):
     def __len__(self) -> int:
         return 2**62  # one item per step, as many steps as asked: the sampler picks the range
 
-    def __getitem__(self, step: int) -> Example:
-        rng = np.random.default_rng([self.seed, step, 0])
+    def __getitem__(self, index: int) -> Example:
+        rng = np.random.default_rng([self.seed, index, 0])
         dataset = self.datasets[self.names[rng.choice(len(self.names), p=self.probabilities)]]
         sample = dataset[int(rng.integers(len(dataset)))]
-        masks = sample.masks[sample.masks.reshape(len(sample.masks), -1).any(axis=1)]
+        masks = sample.masks[sample.masks.any(axis=(1, 2))]  # an image may have none
         if len(masks) > self.masks_per_image:
             masks = masks[np.sort(rng.choice(len(masks), self.masks_per_image, replace=False))]
         example = prepare_example(self.model, sample.image, masks, self.jitter, rng)
@@ -128,22 +144,19 @@ class StepData(Dataset):
 
 
 def parameter_groups(model: Sam, config: TrainConfig) -> List[Dict[str, Any]]:
-    """AdamW groups: layer-wise decayed lr in the ViT, no weight decay on norms and biases."""
-    blocks = len(model.image_encoder.blocks)
+    """AdamW groups: layer-wise decayed lr in the encoder, no weight decay on norms and biases."""
+    encoder = model.image_encoder
+    top = encoder.num_layers  # the encoder's neck and everything after it: full lr
     groups: Dict[Any, Dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        depth = blocks + 1  # everything outside the encoder trunk: full lr
-        if name.startswith("image_encoder."):
-            if name.startswith("image_encoder.blocks."):
-                depth = int(name.split(".")[2]) + 1
-            elif not name.startswith("image_encoder.neck."):
-                depth = 0  # patch and position embeddings
+        prefix = "image_encoder."
+        depth = encoder.layer_depth(name[len(prefix):]) if name.startswith(prefix) else top
         decay = 0.0 if parameter.ndim == 1 or name.endswith(".bias") else config.weight_decay
         key = (depth, decay)
         group = groups.setdefault(key, {"params": [], "weight_decay": decay,
-                                        "lr_scale": config.layer_decay ** (blocks + 1 - depth)})
+                                        "lr_scale": config.layer_decay ** (top - depth)})
         group["params"].append(parameter)
     return list(groups.values())
 
@@ -159,13 +172,31 @@ def build_model(config: TrainConfig) -> Sam:
     if config.init:
         model = load_model(config.init)
     else:
-        architecture = SamConfig.from_dict(config.model) if isinstance(config.model, dict) else config.model
-        model = random_model(architecture, seed=config.seed)
+        try:
+            architecture = SamConfig.from_dict(config.model) if isinstance(config.model, dict) else config.model
+            model = random_model(architecture, seed=config.seed)
+        except (ValueError, TypeError) as err:
+            raise SegAnyError(f"model: {err}") from None
+        if config.pretrained_encoder:
+            _load_pretrained_encoder(model, config.pretrained_encoder)
         init_for_localisation(model, config.initial_embedding_scale)
-    for part in config.freeze:
-        getattr(model, part).requires_grad_(False)
+    modules = dict(model.named_modules())
+    for name in config.freeze:
+        if name not in modules:
+            raise SegAnyError(f"freeze: this model has no module {name!r}")
+        modules[name].requires_grad_(False)
     model.image_encoder.gradient_checkpointing = config.checkpoint_encoder
     return model.train()
+
+
+def _load_pretrained_encoder(model: Sam, path: str) -> None:
+    from ..modeling.tflite_weights import mobilenet_v2_state_dict
+
+    if model.config.encoder != "mobilenet_v2":
+        raise SegAnyError(f"pretrained_encoder: a .tflite MobileNetV2 is for the mobilenet_v2 encoder, "
+                          f"not {model.config.encoder}")
+    trunk = model.image_encoder.trunk
+    trunk.load_state_dict(mobilenet_v2_state_dict(path, trunk))
 
 
 def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] = None, progress: bool = True) -> Sam:
@@ -191,7 +222,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
     start = 0
     if resume:
-        state = torch.load(state_path, weights_only=False)
+        state = _load_state(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
@@ -204,15 +235,16 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
 
     datasets = {name: open_dataset(name, "train", config.data_root) for name in config.datasets}
     data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
-    # Process `rank` of `world` takes example step * world + rank: one process reads what it always did.
-    sampler = range(start * world + rank, end * world, world)
-    loader = DataLoader(data, sampler=sampler, batch_size=None, num_workers=config.workers)
+    # Process `rank` of `world` takes examples (step * world + rank) * B + j: one process reads what it always did.
+    per_step = config.images_per_step
+    batches = [[(step * world + rank) * per_step + j for j in range(per_step)] for step in range(start, end)]
+    loader = DataLoader(data, batch_sampler=batches, collate_fn=list, num_workers=config.workers)
     log = _RunLog(output, start, config.steps) if rank == 0 else None
     bar = tqdm(zip(range(start, end), loader), total=config.steps, initial=start,
                disable=not progress or rank != 0, desc="segany train", unit="step")
     try:
-        for step, example in bar:
-            row = _train_step(model, optimizer, config, step, step * world + rank, example, world)
+        for step, examples in bar:
+            row = _train_step(model, optimizer, config, step, (step * world + rank) * per_step, examples, world)
             done = step + 1
             if log is not None:
                 log.write(row)
@@ -274,29 +306,36 @@ def _format(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6g}"
 
 
-def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, example_index: int,
-                example: Example, world: int) -> Dict[str, float]:
-    """One optimizer step (on one image per process); returns its metrics.
+def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, first_example: int,
+                examples: List[Example], world: int) -> Dict[str, float]:
+    """One optimizer step (on `images_per_step` images per process); returns its metrics.
 
-    An image whose masks all vanished on the low-res grid (e.g. jittered very small) has nothing
-    to learn: alone, the step is skipped; in a group, the process contributes a zero gradient.
+    Images whose masks all vanished on the low-res grid (e.g. jittered very small) have nothing
+    to learn and are left out; when none is left, a lone process skips the step and a process
+    in a group contributes a zero gradient.
     """
     began = time.perf_counter()
     rate = learning_rate(config, step)
     row = {"step": step, "loss": float("nan"), "first_round_miou": float("nan"),
            "last_round_miou": float("nan"), "lr": rate, "seconds": 0.0}
-    if not len(example.targets) and world == 1:
+    examples = [example for example in examples if len(example.targets)]
+    if not examples and world == 1:
         return row
     for group in optimizer.param_groups:
         group["lr"] = rate * group["lr_scale"]
     optimizer.zero_grad(set_to_none=True)
-    if len(example.targets):
-        torch.manual_seed(config.seed * 1_000_003 + example_index)
+    if examples:
+        torch.manual_seed(config.seed * 1_000_003 + first_example)
+        images = torch.stack([example.image for example in examples])  # B, 3, S, S
+        targets = torch.cat([example.targets for example in examples])  # N, S/4, S/4
+        image_index = torch.repeat_interleave(torch.arange(len(examples)),
+                                              torch.tensor([len(example.targets) for example in examples]))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            with torch.set_grad_enabled("image_encoder" not in config.freeze):
-                embedding = model.image_encoder(example.image[None])
-            loss, values = simulate_interaction(model, embedding, example.targets,
-                                                np.random.default_rng([config.seed, example_index, 1]))
+            with torch.set_grad_enabled(any(p.requires_grad for p in model.image_encoder.parameters())):
+                embeddings = model.image_encoder(images)
+            loss, values = simulate_interaction(model, embeddings, targets,
+                                                np.random.default_rng([config.seed, first_example, 1]),
+                                                image_index, config.rounds, config.focal_weight)
         loss.backward()
         row.update(values, loss=loss.item())
     if world > 1:
@@ -355,3 +394,19 @@ def _metrics_before(path: Path, step: int) -> List[List[str]]:
 def _save_state(path: Path, model: Sam, optimizer: torch.optim.Optimizer, step: int) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+
+
+def _load_state(path: Path) -> Dict[str, Any]:
+    """The resume state written by `_save_state`; anything else is refused with one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise SegAnyError(f"{path}: not a resume state of segany train (it holds Python objects other than "
+                          "tensors and plain values, refused for safety)") from None
+    except Exception as err:  # torch.load fails in many ways on truncated or foreign bytes
+        raise SegAnyError(f"{path}: truncated or corrupt resume state ({type(err).__name__}); "
+                          "delete it to start over") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= state.keys() \
+            or not isinstance(state["step"], int):
+        raise SegAnyError(f"{path}: not a resume state of segany train (expected model, optimizer and step)")
+    return state

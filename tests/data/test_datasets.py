@@ -128,3 +128,47 @@ def test_label_map_folders_and_bad_files(tmp_path):
         YoloSegFolder(tmp_path)[0]
     with pytest.raises(SegAnyError, match="unknown dataset 'nope'"):
         shared_dataset("nope", "train", tmp_path)
+
+
+def test_clothing_co_parsing_pieces_labels_and_person(tmp_path):
+    """A photo with a coat, two shoes (one label, two pieces) and a speck below the minimum area."""
+    from scipy.io import savemat
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "annotations" / "pixel-level").mkdir(parents=True)
+    labels = np.zeros((120, 80), dtype=np.uint8)
+    labels[10:70, 20:60] = 13  # coat
+    labels[100:115, 10:30] = 39  # left shoe
+    labels[100:115, 50:70] = 39  # right shoe
+    labels[0:3, 0:3] = 5  # 9 pixels: an annotation sliver
+    savemat(tmp_path / "annotations" / "pixel-level" / "0001.mat", {"groundtruth": labels})
+    Image.fromarray(np.full((120, 80, 3), 90, np.uint8)).save(tmp_path / "photos" / "0001.jpg")
+    Image.fromarray(np.full((120, 80, 3), 90, np.uint8)).save(tmp_path / "photos" / "1500.jpg")  # not annotated
+    dataset = open_dataset(str(tmp_path), "train", tmp_path)
+    assert dataset.names == ["0001"]
+    masks = dataset[0].masks
+    areas = sorted(int(m.sum()) for m in masks)
+    # coat 2400, each shoe 300, both shoes 600, the person: everything labelled (the sliver too)
+    assert areas == [300, 300, 600, 2400, 2400 + 600 + 9]
+
+
+def test_pet_trimaps_give_the_animal_with_its_outline_band(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "trimaps").mkdir()
+    trimap = np.full((60, 90), 2, np.uint8)
+    trimap[10:50, 20:70] = 3  # the unsure band
+    trimap[12:48, 22:68] = 1  # the animal
+    Image.fromarray(trimap).save(tmp_path / "trimaps" / "Bengal_1.png")
+    Image.fromarray(np.zeros((60, 90, 3), np.uint8)).save(tmp_path / "images" / "Bengal_1.jpg")
+    (tmp_path / "images" / "Bengal_2.mat").write_bytes(b"")  # stray files are not images
+    sample = open_dataset(str(tmp_path), "train", tmp_path)[0]
+    assert sample.masks.shape == (1, 60, 90) and sample.masks[0].sum() == 40 * 50
+
+
+def test_a_folder_of_images_alone_is_a_dataset_without_masks(tmp_path):
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(np.zeros((20, 10, 3), np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    dataset = open_dataset(str(tmp_path), "train", tmp_path)
+    assert dataset.names == ["a", "b"]
+    assert dataset[1].masks.shape == (0, 20, 10)

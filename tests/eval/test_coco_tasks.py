@@ -66,6 +66,8 @@ def test_proposals_that_are_the_objects_recall_everything_and_missing_ones_count
     # The last object of each image is left out: medium and small are never found, large always.
     assert missing["AR@1000 large"] == 1.0 and missing["AR@1000 medium"] == missing["AR@1000 small"] == 0.0
     assert missing["AR@1000"] == pytest.approx(1 / 3)
+    assert scores["mean best IoU"] == 1.0 and scores["proposals per image"] == 1.5
+    assert missing["mean best IoU"] == pytest.approx(1 / 3)  # the medium and the small object: 0 each
     with pytest.raises(SegAnyError, match="coco_rle"):
         bad = Oracle(TwoImages())
         bad.output_mode = "binary_mask"

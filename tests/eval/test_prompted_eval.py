@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import segany
 from conftest import MICRO
@@ -47,6 +48,21 @@ def test_prompt_scores_are_ious(shared_data):
     assert scores.objects == sum(len(dataset[i].masks) for i in range(2))
     assert 0 <= scores.confident <= scores.oracle <= 1
     assert 0 <= scores.single <= 1 and 0 <= scores.box <= 1
+
+
+def test_iou_correlation_measures_how_the_iou_head_ranks_masks(shared_data, monkeypatch):
+    from segany.eval import prompts
+
+    predictor = segany.SamPredictor(segany.random_model(MICRO, seed=2))
+    dataset = shared_dataset("pennfudan", "eval", shared_data)
+    real = prompt_scores(predictor, dataset, limit=1)
+    assert -1 <= real.iou_correlation <= 1
+    true = [[0.9, 0.5, 0.1], [0.2, 0.7, 0.4]]
+    for predicted, expected in ((true, 1.0), ([[1 - v for v in ious] for ious in true], -1.0)):
+        record = {key: [] for key in ("confident", "oracle", "single", "box", "interactive")}
+        record.update(predicted_ious=predicted, mask_ious=true)
+        monkeypatch.setattr(prompts, "image_prompt_scores", lambda *args, **kwargs: record)
+        assert prompt_scores(predictor, dataset, limit=1).iou_correlation == pytest.approx(expected)
 
 
 def _disc_scene(radius=30):

@@ -87,6 +87,28 @@ def test_encoder_matches_pytorch(models, tmp_path):
     np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected, rtol=0, atol=1e-4)
 
 
+def test_mobilenet_model_exports_both_graphs(shared_data, tmp_path):
+    """The default architecture's encoder (dilated convs, TensorFlow padding) and its 32 x 32-grid
+    decoder, with every weight perturbed, against PyTorch on a real photo."""
+    model = segany.random_model("mobilenet_v2", seed=3)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.add_(torch.randn_like(tensor) * 0.02)
+    image = load_rgb(shared_data / "examples" / "dog.jpg")
+    predictor = segany.SamPredictor(model)
+    predictor.set_image(image)
+    encoder = onnxruntime.InferenceSession(str(export_encoder(model, tmp_path / "encoder.onnx")))
+    resized = predictor.transform.apply_image(image)
+    pixels = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float())
+    embedding = encoder.run(None, {"image": pixels.numpy()})[0]
+    np.testing.assert_allclose(embedding, predictor.features.numpy(), rtol=0, atol=1e-4)
+    decoder = onnxruntime.InferenceSession(str(export_decoder(model, tmp_path / "decoder.onnx")))
+    logits, iou, _ = predictor.predict(np.array([[300, 200]]), np.array([1]), return_logits=True)
+    masks, iou_onnx, _ = decoder.run(None, prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1]))
+    np.testing.assert_allclose(masks[0, 1:], logits, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
+
+
 def test_int8_decoder_stays_close_to_float(shared_data, tmp_path):
     """The bundled (trained) model: int8 masks against float masks, each object's center point."""
     model = segany.load_model("default")

@@ -23,7 +23,7 @@ def test_official_architectures_have_the_official_keys_and_shapes(name):
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in official.items()}
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted(name for name, config in CONFIGS.items() if config.encoder == "vit"))
 def test_config_is_detected_from_tensor_shapes(name):
     state_dict = meta_state_dict(lambda: build_sam(CONFIGS[name]))
     assert segany.detect_config(state_dict) == CONFIGS[name]

@@ -1,5 +1,6 @@
 import csv
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,9 +27,10 @@ def config_for(tmp_path, micro_init, shared_data, **changes):
     return TrainConfig(**values)
 
 
-def test_resumed_run_equals_the_uninterrupted_one(tmp_path, micro_init, shared_data):
-    whole = train(config_for(tmp_path / "whole", micro_init, shared_data), progress=False)
-    first = config_for(tmp_path / "parts", micro_init, shared_data, workers=1)
+@pytest.mark.parametrize("batch", [dict(), dict(images_per_step=2, rounds=3)], ids=["paper", "batched"])
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, micro_init, shared_data, batch):
+    whole = train(config_for(tmp_path / "whole", micro_init, shared_data, **batch), progress=False)
+    first = config_for(tmp_path / "parts", micro_init, shared_data, workers=1, **batch)
     train(first, stop_after=3, progress=False)
     resumed = train(first, resume=True, progress=False)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
@@ -41,6 +43,14 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, micro_init, shared_d
         rows = list(csv.DictReader(file))
     assert [(r["step"], r["dataset"]) for r in rows] == [("6", "pennfudan"), ("6", "coco128-seg")]
     assert all(0 <= float(r["oracle_miou"]) <= 1 and int(r["objects"]) > 0 for r in rows)
+
+
+def test_frozen_submodules_do_not_change(tmp_path, micro_init, shared_data):
+    model = train(config_for(tmp_path, micro_init, shared_data, steps=2, freeze=["image_encoder.blocks"]),
+                  progress=False)
+    start = segany.load_model(micro_init)
+    assert torch.equal(model.image_encoder.blocks[0].attn.qkv.weight, start.image_encoder.blocks[0].attn.qkv.weight)
+    assert not torch.equal(model.image_encoder.neck[0].weight, start.image_encoder.neck[0].weight)
 
 
 def test_frozen_parts_do_not_change(tmp_path, micro_init, shared_data):
@@ -65,6 +75,8 @@ def test_config_errors_are_one_line(tmp_path, micro_init, shared_data, capsys):
     assert "unknown field(s) learning_rate" in capsys.readouterr().err
     with pytest.raises(SegAnyError, match="freeze: unknown part 'decoder'"):
         train(config_for(tmp_path / "x", micro_init, shared_data, freeze=["decoder"]), progress=False)
+    with pytest.raises(SegAnyError, match="no module 'image_encoder.trunk'"):  # a ViT has blocks, no trunk
+        train(config_for(tmp_path / "z", micro_init, shared_data, freeze=["image_encoder.trunk"]), progress=False)
     with pytest.raises(SegAnyError, match="nothing to resume from"):
         train(config_for(tmp_path / "y", micro_init, shared_data), resume=True, progress=False)
 
@@ -124,3 +136,69 @@ def test_random_init_prepares_the_decoder_to_localise(tmp_path, shared_data):
     given = build_model(TrainConfig(output=str(tmp_path), init=str(path)))
     assert not torch.equal(given.mask_decoder.transformer.layers[0].self_attn.q_proj.weight,
                            given.mask_decoder.transformer.layers[0].self_attn.k_proj.weight)
+
+
+def test_a_batched_step_decodes_the_masks_of_all_its_images(tmp_path, micro_init, shared_data, monkeypatch):
+    from segany.train import trainer
+
+    seen = []
+    simulate = trainer.simulate_interaction
+
+    def record(model, embeddings, targets, rng, image_index, rounds, focal_weight):
+        seen.append((embeddings.shape[0], image_index.tolist(), rounds))
+        return simulate(model, embeddings, targets, rng, image_index, rounds, focal_weight)
+
+    monkeypatch.setattr(trainer, "simulate_interaction", record)
+    train(config_for(tmp_path, micro_init, shared_data, steps=2, images_per_step=3, rounds=2,
+                     datasets={"pennfudan": 1.0}), progress=False)
+    assert [(images, rounds) for images, _, rounds in seen] == [(3, 2), (3, 2)]
+    for _, index, _ in seen:  # the masks of image 0, then 1, then 2
+        assert sorted(index) == index and set(index) == {0, 1, 2}
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch pwned",)
+
+
+def test_resume_state_is_read_without_running_code(tmp_path, micro_init, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_for(tmp_path / "run", micro_init, shared_data, steps=2)
+    train(config, stop_after=1, progress=False)
+    state = tmp_path / "run" / "last.pt"
+    torch.save({"model": {}, "optimizer": _RunsCode(), "step": 1}, state)
+    with pytest.raises(SegAnyError, match="refused for safety"):
+        train(config, resume=True, progress=False)
+    assert not (tmp_path / "pwned").exists()
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(SegAnyError, match="truncated or corrupt resume state"):
+        train(config, resume=True, progress=False)
+
+
+def test_a_mobilenet_model_starts_from_the_imagenet_weights(tmp_path, pretrained_dir):
+    from segany.modeling.tflite_weights import load_mobilenet_v2
+
+    weights = pretrained_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    model = build_model(TrainConfig(output=str(tmp_path), model="mobilenet_v2", pretrained_encoder=str(weights)))
+    imported = load_mobilenet_v2(weights, output_stride=16, num_classes=None).state_dict()
+    assert imported.keys() == model.image_encoder.trunk.state_dict().keys()
+    for name, value in model.image_encoder.trunk.state_dict().items():
+        assert torch.equal(value, imported[name]), name
+    assert torch.all(model.image_encoder.neck[-1].weight == 0.1)  # the fresh neck and decoder: prepared
+    with pytest.raises(SegAnyError, match="for the mobilenet_v2 encoder, not vit"):
+        build_model(TrainConfig(output=str(tmp_path), model="vit_tiny", pretrained_encoder=str(weights)))
+
+
+def test_images_without_masks_are_left_out_of_their_step(tmp_path, micro_init, shared_data):
+    """An image with no object (a COCO image without labels, an unlabelled folder) adds nothing."""
+    from PIL import Image
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(folder / "empty.png")
+    config = config_for(tmp_path / "run", micro_init, shared_data, steps=2, images_per_step=2, rounds=2,
+                        datasets={str(folder): 1.0, "pennfudan": 1.0})
+    model = train(config, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

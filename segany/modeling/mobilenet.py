@@ -1,0 +1,161 @@
+"""MobileNetV2 (Sandler et al., 2018) and a SAM image encoder built on it.
+
+`MobileNetV2` is the ImageNet classifier of the paper, with batch norm folded into the
+convolutions (each conv has a bias) and TensorFlow's "SAME" padding, so that Google's published
+weights (`segany.modeling.tflite_weights`) give the network they were trained as.
+`ImageEncoderMobileNet` is its convolutional trunk, run at output stride 16 by dilation, with
+SAM's neck to the image embedding.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .common import LayerNorm2d
+
+# (expansion t, output channels c, repeats n, first stride s) of the paper's Table 2.
+INVERTED_RESIDUAL_SETTING: Tuple[Tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+IMAGENET_CLASSES = 1001  # index 0 is "background" in Google's release
+
+
+class ConvSame(nn.Conv2d):
+    """A conv with TensorFlow's "SAME" padding: output side ceil(input / stride), and where the
+    padding is odd the extra row and column go at the bottom and right."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1) -> None:
+        super().__init__(in_chans, out_chans, kernel_size, stride, padding=0, dilation=dilation, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads: List[int] = []
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last axis first
+            extent = (self.kernel_size[0] - 1) * self.dilation[0] + 1
+            total = max((-(-size // self.stride[0]) - 1) * self.stride[0] + extent - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion + ReLU6, 3x3 depthwise + ReLU6, linear 1x1 projection; residual when shapes allow."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int, expansion: int, dilation: int = 1) -> None:
+        super().__init__()
+        hidden = in_chans * expansion
+        self.expand = ConvSame(in_chans, hidden, 1) if expansion != 1 else None
+        self.depthwise = ConvSame(hidden, hidden, 3, stride, dilation, groups=hidden)
+        self.project = ConvSame(hidden, out_chans, 1)
+        self.use_residual = stride == 1 and in_chans == out_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.expand is None else F.relu6(self.expand(x))
+        y = self.project(F.relu6(self.depthwise(y)))
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 1.0: `stem`, 17 inverted residual `blocks`, then (with num_classes) the 1x1
+    `head` to 1280 channels and the `classifier`.
+
+    output_stride: 32 as in the paper; 16 or 8 keep the resolution of the later stages and
+    dilate their depthwise convs instead (as DeepLabv3 does), with the same weights.
+    num_classes: 1001 for Google's ImageNet weights; None for the trunk alone.
+    """
+
+    def __init__(self, output_stride: int = 32, num_classes: Optional[int] = IMAGENET_CLASSES) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.stem = ConvSame(3, STEM_CHANNELS, 3, stride=2)
+        blocks = []
+        in_chans, stride, dilation = STEM_CHANNELS, 2, 1
+        for expansion, out_chans, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
+            for i in range(repeats):
+                block_stride = first_stride if i == 0 else 1
+                if stride * block_stride > output_stride:
+                    block_dilation, dilation, block_stride = dilation, dilation * block_stride, 1
+                else:
+                    block_dilation = dilation
+                    stride *= block_stride
+                blocks.append(InvertedResidual(in_chans, out_chans, block_stride, expansion, block_dilation))
+                in_chans = out_chans
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = in_chans
+        self.gradient_checkpointing = False
+        self.head = self.classifier = None
+        if num_classes is not None:
+            self.head = ConvSame(in_chans, HEAD_CHANNELS, 1)
+            self.classifier = ConvSame(HEAD_CHANNELS, num_classes, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, 320, H / s, W / s), s the output stride."""
+        x = F.relu6(self.stem(x))
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                # Training memory: keep block inputs only, recompute the rest during backward.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, num_classes) logits."""
+        if self.classifier is None:
+            raise RuntimeError("this MobileNetV2 was built without its classifier (num_classes=None)")
+        features = F.relu6(self.head(self.forward_features(x)))
+        return self.classifier(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
+
+
+class ImageEncoderMobileNet(nn.Module):
+    """MobileNetV2 trunk + SAM's neck: (B, 3, img_size, img_size) -> (B, out_chans, grid, grid).
+
+    grid = img_size / output_stride. Parameters: `trunk.*` as `MobileNetV2`, `neck.*` as the
+    ViT encoder's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d).
+    """
+
+    def __init__(self, img_size: int = 512, out_chans: int = 256, output_stride: int = 16) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.trunk = MobileNetV2(output_stride, num_classes=None)
+        self.neck = nn.Sequential(
+            nn.Conv2d(self.trunk.out_channels, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.trunk.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self.trunk.gradient_checkpointing = value
+
+    def layer_depth(self, name: str) -> int:
+        """Depth of parameter `name` (relative to this module) for layer-wise lr decay: the stem 0,
+        trunk block i gets i + 1, the neck `num_layers`."""
+        if name.startswith("trunk.blocks."):
+            return int(name.split(".")[2]) + 1
+        return 0 if name.startswith("trunk.") else self.num_layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.trunk.blocks) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Depthwise convs run faster on channels-last tensors on the CPU.
+        x = self.trunk.forward_features(x.contiguous(memory_format=torch.channels_last))
+        return self.neck(x).contiguous()
