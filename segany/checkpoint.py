@@ -12,7 +12,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -86,6 +86,25 @@ def _unwrap(obj: object, path: Path) -> StateDict:
     return {re.sub(r"^module\.", "", k): v for k, v in obj.items()}
 
 
+def load_tensor_pickle(path: Path, what: str = "checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only; any failure is one
+    CheckpointError line naming the file as a `what`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        if "weights_only" in str(err) or "Unsupported" in str(err):
+            reason = "it holds Python objects other than tensors, refused for safety"
+        raise CheckpointError(f"{path}: not a readable {what} ({reason})") from None
+    except Exception as err:  # torch.load fails in many ways on bytes that are not a checkpoint
+        message = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, (EOFError, zipfile.BadZipFile)) or "central directory" in message:
+            raise CheckpointError(f"{path}: truncated or corrupt {what} ({message})") from None
+        raise CheckpointError(f"{path}: not a {what} ({type(err).__name__}: {message})") from None
+
+
 def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
     """Tensors of a checkpoint file, and the config stored with them if any."""
     path = resolve_source(source)
@@ -104,20 +123,7 @@ def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
     # PyTorch writes zip archives; older versions wrote a bare pickle (protocol >= 2).
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
         raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch .pth nor a .safetensors file)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
-        if "weights_only" in str(err) or "Unsupported" in str(err):
-            reason = "it holds Python objects other than tensors, refused for safety"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-    except Exception as err:  # torch.load fails in many ways on bytes that are not a checkpoint
-        message = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, (EOFError, zipfile.BadZipFile)) or "central directory" in message:
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None
-        raise CheckpointError(f"{path}: not a checkpoint ({type(err).__name__}: {message})") from None
+    obj = load_tensor_pickle(path)
     return _unwrap(obj, path), None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -111,8 +112,6 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
 
 def _best_ious(record: dict) -> List[float]:
     """Per true object of an `_image_record`, its highest IoU with any of the results."""
-    from pycocotools import mask as mask_utils
-
     if not record["truths"]:
         return []
     if not record["results"]:

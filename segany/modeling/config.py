@@ -53,6 +53,10 @@ class SamConfig:
         """Side of the image embedding grid (64 for SAM)."""
         return self.image_size // self.patch_size
 
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; known: {', '.join(ENCODERS)}")
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -72,10 +76,7 @@ class SamConfig:
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
         converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        config = cls(**converted)
-        if config.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {config.encoder!r}; known: {', '.join(ENCODERS)}")
-        return config
+        return cls(**converted)
 
 
 def _vit_encoder(config: SamConfig) -> nn.Module:
@@ -139,8 +140,6 @@ def config_name(config: SamConfig) -> str:
 
 def build_sam(config: SamConfig) -> Sam:
     """A randomly initialised `Sam` of the given sizes, in eval mode."""
-    if config.encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {config.encoder!r}; known: {', '.join(ENCODERS)}")
     grid = config.embedding_size
     sam = Sam(
         image_encoder=ENCODERS[config.encoder](config),

@@ -11,7 +11,6 @@ import csv
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..checkpoint import load_model, random_model, save_model
+from ..checkpoint import load_model, load_tensor_pickle, random_model, save_model
 from ..errors import SegAnyError
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
@@ -398,14 +397,7 @@ def _save_state(path: Path, model: Sam, optimizer: torch.optim.Optimizer, step: 
 
 def _load_state(path: Path) -> Dict[str, Any]:
     """The resume state written by `_save_state`; anything else is refused with one line."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SegAnyError(f"{path}: not a resume state of segany train (it holds Python objects other than "
-                          "tensors and plain values, refused for safety)") from None
-    except Exception as err:  # torch.load fails in many ways on truncated or foreign bytes
-        raise SegAnyError(f"{path}: truncated or corrupt resume state ({type(err).__name__}); "
-                          "delete it to start over") from None
+    state = load_tensor_pickle(path, "resume state of segany train")
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= state.keys() \
             or not isinstance(state["step"], int):
         raise SegAnyError(f"{path}: not a resume state of segany train (expected model, optimizer and step)")

@@ -40,6 +40,9 @@ def test_custom_configs_round_trip_through_detection_and_dict(config):
 def test_unknown_config_field_is_named():
     with pytest.raises(ValueError, match="encoder_width"):
         SamConfig.from_dict({"encoder_width": 3})
+    for make in (lambda: SamConfig(encoder="resnet"), lambda: SamConfig.from_dict({"encoder": "resnet"})):
+        with pytest.raises(ValueError, match="unknown encoder 'resnet'; known: vit, mobilenet_v2"):
+            make()
 
 
 def test_micro_model_output_shapes():
