@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, SegAnyError
 from .fileio import atomic_path
 from .modeling import Sam, SamConfig, build_sam, config_name, get_config
 
@@ -199,7 +199,8 @@ def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> Sam
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: StateDict, source: PathLike = "state dict") -> None:
-    """Raise CheckpointError unless `state_dict` has exactly the model's keys and shapes."""
+    """Raise CheckpointError unless `state_dict` has exactly the model's keys and shapes, floats
+    where the model has floats, and no NaN or infinity."""
     expected = model.state_dict()
     missing = expected.keys() - state_dict.keys()
     unexpected = state_dict.keys() - expected.keys()
@@ -208,15 +209,31 @@ def check_state_dict(model: torch.nn.Module, state_dict: StateDict, source: Path
         problems.append(f"missing keys: {_describe_keys(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_describe_keys(unexpected)}")
-    for key in sorted(expected.keys() & state_dict.keys()):
-        if expected[key].shape != state_dict[key].shape:
-            problems.append(
-                f"shape mismatch for {key}: checkpoint {tuple(state_dict[key].shape)}, "
-                f"model {tuple(expected[key].shape)}"
-            )
-            break
+    mismatched = [key for key in sorted(expected.keys() & state_dict.keys())
+                  if expected[key].shape != state_dict[key].shape]
+    if mismatched:
+        problems.append("shape mismatch for " + ", ".join(
+            f"{key} (checkpoint {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)})"
+            for key in mismatched[:3]) + (f", ... ({len(mismatched)} in all)" if len(mismatched) > 3 else ""))
     if problems:
         raise CheckpointError(f"{source}: does not fit the model: " + "; ".join(problems))
+    for key, tensor in state_dict.items():
+        if expected[key].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"{source}: {key} holds {tensor.dtype} values where the model has floats")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{source}: {key} holds NaN or infinite values")
+
+
+def read_checked(source: PathLike) -> Tuple[StateDict, SamConfig, Path]:
+    """A checkpoint's tensors and config, checked to build a model: keys, shapes, dtypes, finite
+    values. Returns them with the file's path."""
+    path = resolve_source(source)
+    state_dict, config = read_checkpoint(path)
+    config = config or detect_config(state_dict, path)
+    with torch.device("meta"):
+        reference = build_sam(config)
+    check_state_dict(reference, state_dict, path)
+    return state_dict, config, path
 
 
 def load_weights(model: Sam, source: PathLike) -> Sam:
@@ -227,6 +244,24 @@ def load_weights(model: Sam, source: PathLike) -> Sam:
     return model
 
 
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """A torch device that exists on this machine, or a SegAnyError saying why not."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SegAnyError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SegAnyError(f"device {device}: CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise SegAnyError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SegAnyError(f"device {device}: MPS is not available on this machine")
+    elif resolved.type not in ("cpu", "cuda", "mps", "meta"):
+        raise SegAnyError(f"device {device}: not supported (use cpu, cuda or mps)")
+    return resolved
+
+
 def load_model(source: PathLike, device: Union[str, torch.device] = "cpu") -> Sam:
     """A ready `Sam` (eval mode) from a checkpoint path or a registered name.
 
@@ -234,12 +269,10 @@ def load_model(source: PathLike, device: Union[str, torch.device] = "cpu") -> Sa
     layout), one of our `.safetensors` files, "default" (the bundled model) or a name in
     `OFFICIAL_CHECKPOINTS`.
     """
-    path = resolve_source(source)
-    state_dict, config = read_checkpoint(path)
-    config = config or detect_config(state_dict, path)
+    device = resolve_device(device)
+    state_dict, config, _ = read_checked(source)
     with torch.device("meta"):
         model = build_sam(config)
-    check_state_dict(model, state_dict, path)
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, assign=True)
     # Non-persistent buffers were created on the meta device: rebuild them.
@@ -278,11 +311,9 @@ def convert_checkpoint(source: PathLike, destination: PathLike) -> SamConfig:
 
     Keys are written in the model's own order, the order of the official checkpoints.
     """
-    state_dict, config = read_checkpoint(source)
-    config = config or detect_config(state_dict, source)
+    state_dict, config, _ = read_checked(source)
     with torch.device("meta"):
         reference = build_sam(config)
-    check_state_dict(reference, state_dict, source)
     ordered = {key: state_dict[key] for key in reference.state_dict()}
     write_checkpoint(ordered, destination, config)
     return config

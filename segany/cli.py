@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,24 +14,55 @@ import torch
 from tqdm import tqdm
 
 from .amg import SamAutomaticMaskGenerator
+from .amg.generator import check_settings
 from .checkpoint import (
     DEFAULT_MODEL,
     OFFICIAL_CHECKPOINTS,
     convert_checkpoint,
-    detect_config,
     load_model,
     random_model,
-    read_checkpoint,
+    read_checked,
+    resolve_device,
     save_model,
 )
-from .data.sa1b import write_sa1b
+from .data.sa1b import sa1b_document
 from .errors import SegAnyError
-from .fileio import write_text_atomic
-from .image_io import IMAGE_SUFFIXES, read_image, write_png
+from .fileio import remove_stale_temp_files, write_files_atomic, write_text_atomic
+from .image_io import IMAGE_SUFFIXES, png_bytes, read_image
 from .masks import mask_to_bbox, mask_to_rle, rle_to_mask
 from .modeling import CONFIGS, config_name
 from .predictor import SamPredictor
+from .validation import check_number
 from .visualize import overlay_masks
+
+
+def _number_type(integer: bool = False, low: Optional[float] = None, high: Optional[float] = None):
+    """An argparse type: a finite number (an integer with `integer`) in [low, high]."""
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, got {text!r}")
+        try:
+            check_number("value", value, integer=integer, low=low, high=high)
+        except SegAnyError as err:
+            raise argparse.ArgumentTypeError(str(err).replace("value ", "", 1)) from None
+        return value
+    return parse
+
+
+COUNT = _number_type(integer=True, low=1)  # 1, 2, ...
+SIZE = _number_type(integer=True, low=0)  # 0, 1, ...
+FRACTION = _number_type(low=0, high=1)
+PORT = _number_type(integer=True, low=1, high=65535)
+
+
+def _device_type(text: str) -> str:
+    try:
+        resolve_device(text)
+    except SegAnyError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _numbers(text: str, option: str, counts: Sequence[int], form: str) -> List[float]:
@@ -92,11 +124,11 @@ def cmd_segment(args: argparse.Namespace) -> None:
     order = np.argsort(-scores, kind="stable")
 
     stem = image_path.stem
-    records = []
+    records, files = [], {}
     for rank, index in enumerate(order):
         mask = masks[index]
         name = f"{stem}_mask{rank}.png" if len(order) > 1 else f"{stem}_mask.png"
-        write_png(out / name, mask.astype(np.uint8) * 255)
+        files[out / name] = png_bytes(mask.astype(np.uint8) * 255)
         records.append(
             {
                 "file": name,
@@ -106,8 +138,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
                 "segmentation": mask_to_rle(mask),
             }
         )
-    overlay = overlay_masks(image, [masks[order[0]]], coords, labels, box)
-    write_png(out / f"{stem}_overlay.png", overlay)
+    files[out / f"{stem}_overlay.png"] = png_bytes(overlay_masks(image, [masks[order[0]]], coords, labels, box))
     result = {
         "image": {"file_name": image_path.name, "width": width, "height": height},
         "model": str(args.model),
@@ -119,7 +150,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
         },
         "masks": records,
     }
-    write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=1))
+    files[out / f"{stem}.json"] = json.dumps(result, indent=1).encode("utf-8")
+    write_files_atomic(files)  # all of them or none
     best = records[0]
     print(f"{out / best['file']}: predicted IoU {best['predicted_iou']:.3f}, area {best['area']} px "
           f"({len(records)} mask(s), overlay {out / (stem + '_overlay.png')})")
@@ -128,7 +160,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
 def list_images(source: Path) -> List[Path]:
     """The images named by INPUT: an image, a folder of images, or a .txt file of paths."""
     if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        paths = sorted(p for p in source.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
     elif source.suffix.lower() == ".txt" and source.is_file():
         lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
         # Relative paths in a list are relative to the list's folder.
@@ -150,6 +183,8 @@ def cmd_auto(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise SegAnyError(f"-o {out}: exists and is not a folder")
     paths = list_images(Path(args.input))
+    for stale in remove_stale_temp_files(out):
+        tqdm.write(f"segany: removed {stale}, left by an interrupted run", file=sys.stderr)
     todo = [p for p in paths if not (out / f"{p.stem}.json").exists()]
     generator = _generator(args)
     failed, masks = [], 0
@@ -161,11 +196,13 @@ def cmd_auto(args: argparse.Namespace) -> int:
             failed.append(path)
             continue
         records = generator.generate(image)
-        if args.overlay:  # before the JSON: the JSON marks the image as done
+        document = sa1b_document(path.name, image.shape[1], image.shape[0], records)
+        files = {out / f"{path.stem}.json": json.dumps(document).encode("utf-8")}  # it marks the image done
+        if args.overlay:
             largest_first = sorted(records, key=lambda r: -r["area"])
             overlay = overlay_masks(image, [rle_to_mask(r["segmentation"]) for r in largest_first])
-            write_png(out / f"{path.stem}_overlay.png", overlay)
-        write_sa1b(out / f"{path.stem}.json", path.name, image.shape[1], image.shape[0], records)
+            files[out / f"{path.stem}_overlay.png"] = png_bytes(overlay)
+        write_files_atomic(files)
         masks += len(records)
     done = len(todo) - len(failed)
     print(f"{out}: {done} image(s) segmented ({masks} masks), {len(paths) - len(todo)} already done, "
@@ -185,16 +222,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{config.output}: model.safetensors, last.pt (resume state), metrics.csv")
 
 
-def cmd_pseudo_label(args: argparse.Namespace) -> None:
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from .data import open_dataset
     from .train.pseudo_labels import pseudo_label
 
     datasets = {Path(spec).name: open_dataset(spec, "train", args.data_root) for spec in args.data}
     if len(datasets) < len(args.data):
         raise SegAnyError("--data: two datasets with the same name; their files would mix")
-    images, masks = pseudo_label(_generator(args), datasets, Path(args.output), args.limit)
-    print(f"{args.output}: {images} image(s) written with {masks} masks; train on it with "
-          f"`datasets: {{{args.output}: WEIGHT}}`")
+    skipped: List[str] = []
+    images, masks = pseudo_label(_generator(args), datasets, Path(args.output), args.limit, skipped=skipped)
+    print(f"{args.output}: {images} image(s) written with {masks} masks, {len(skipped)} unreadable skipped; "
+          f"train on it with `datasets: {{{args.output}: WEIGHT}}`")
+    return 1 if skipped else 0
 
 
 def cmd_eval_prompts(args: argparse.Namespace) -> None:
@@ -227,10 +266,6 @@ def cmd_eval_edges(args: argparse.Namespace) -> None:
     from .eval.plots import plot_precision_recall
 
     dataset, out, began = _eval_start(args)
-    if args.thresholds < 2:
-        raise SegAnyError(f"--thresholds must be at least 2, got {args.thresholds}")
-    if args.points_per_side < 1:
-        raise SegAnyError(f"--points-per-side must be at least 1, got {args.points_per_side}")
     thresholds = benchmark_thresholds(args.thresholds)
     predictor = SamPredictor(load_model(args.model, device=args.device))
     detectors = {str(args.model): lambda image: sam_edges(predictor, image, args.points_per_side, args.nms_thresh)}
@@ -315,8 +350,12 @@ def _read_detections(path: Path) -> dict:
     for i, detection in enumerate(found if isinstance(found, list) else [None]):
         if not isinstance(detection, dict) or not all(k in detection for k in ("image_id", "bbox", "score")):
             raise SegAnyError(f"{path}: [{i}] needs image_id, bbox [x, y, w, h] and score")
-        if len(detection["bbox"]) != 4:
+        box = detection["bbox"]
+        if not isinstance(box, list) or len(box) != 4:
             raise SegAnyError(f"{path}: [{i}].bbox must be [x, y, w, h]")
+        for j, value in enumerate(box):
+            check_number(f"{path}: [{i}].bbox[{j}]", value, low=0 if j >= 2 else None)
+        check_number(f"{path}: [{i}].score", detection["score"])
         by_image.setdefault(str(detection["image_id"]), []).append(detection)
     return by_image
 
@@ -384,7 +423,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     services = build_services(Path(args.images), args.db, args.model, args.cache and Path(args.cache),
                               _precisions(args)["dtype"], args.prefill_points_per_side, args.prefill_iou_thresh,
-                              args.prefill_stability_thresh)
+                              args.prefill_stability_thresh, args.max_body_bytes)
     print(f"segany serve: {len(services.catalog.names())} images in {services.catalog.root}, "
           f"masks in {services.store.engine.url.render_as_string()}; open http://{args.host}:{args.port}/")
     uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
@@ -406,23 +445,25 @@ def cmd_annotators(args: argparse.Namespace) -> None:
             print(f"{annotator['name']}\t{'active' if annotator['active'] else 'revoked'}\t{annotator['created_at']}")
 
 
-def cmd_annotations_export(args: argparse.Namespace) -> None:
+def cmd_annotations_export(args: argparse.Namespace) -> int:
     from .server.catalog import Catalog
     from .server.export import export_project
     from .server.store import Store, default_db_url
 
     counts = export_project(Store(args.db or default_db_url()), Catalog(Path(args.images)), Path(args.output))
+    for name in counts["unreadable"]:
+        print(f"segany: {name}: not a readable image, left out of the export", file=sys.stderr)
+    if counts["suffixed"]:
+        print(f"segany: {len(counts['suffixed'])} images share a name with another but for the suffix; their "
+              f"SA-1B files keep it ({counts['suffixed'][0]}.json, ...)", file=sys.stderr)
     print(f"{args.output}: coco.json and sa1b/ ({counts['masks']} masks on {counts['images']} images)")
+    return 1 if counts["unreadable"] else 0
 
 
 def cmd_engine_run(args: argparse.Namespace) -> int:
     from .engine import EngineConfig, list_images, run_engine
 
-    if args.device != "cpu":
-        raise SegAnyError("engine run places models with --gpus (GPUs per actor), not --device")
-    generator = {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
-                 if name not in ("bf16", "bf16_decoder")}
-    generator.update(_precisions(args))
+    generator = {**_generator_settings(args), **_precisions(args)}
     config = EngineConfig(model=args.model, generator=generator, min_area=args.min_area, shard_size=args.shard_size,
                           shard_format=args.format, dataset=args.dataset, workers=args.workers,
                           threads=args.threads, gpus=args.gpus)
@@ -442,8 +483,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    state_dict, config = read_checkpoint(args.checkpoint)
-    config = config or detect_config(state_dict, args.checkpoint)
+    state_dict, config, _ = read_checked(args.checkpoint)
     parts = {part: sum(t.numel() for k, t in state_dict.items() if k.startswith(part + "."))
              for part in ("image_encoder", "prompt_encoder", "mask_decoder")}
     print(json.dumps({"architecture": config_name(config), "encoder": config.describe_encoder(),
@@ -470,47 +510,58 @@ GENERATOR_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thre
                      "crop_n_points_downscale_factor", "min_mask_region_area", "bf16", "bf16_decoder")
 
 
-def _add_generator_options(parser: argparse.ArgumentParser) -> None:
-    """The automatic mask generator's settings, the device and the precision."""
-    parser.add_argument("--points-per-side", type=int, default=32, help="grid points along each side (default 32)")
-    parser.add_argument("--points-per-batch", type=int, default=64, help="prompts decoded together (default 64)")
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="minimum predicted IoU (default 0.88)")
-    parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="minimum stability (default 0.95)")
-    parser.add_argument("--stability-score-offset", type=float, default=1.0, help="logit offset of stability (1.0)")
-    parser.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU for NMS in a crop (default 0.7)")
-    parser.add_argument("--crop-n-layers", type=int, default=0, help="layers of zoomed crops (default 0)")
-    parser.add_argument("--crop-nms-thresh", type=float, default=0.7, help="box IoU for NMS across crops (0.7)")
-    parser.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, help="crop overlap (default 512/1500)")
-    parser.add_argument("--crop-n-points-downscale-factor", type=int, default=1,
+def _engine_device(_text: str) -> str:
+    raise argparse.ArgumentTypeError("engine run places models with --gpus (GPUs per actor), not --device")
+
+
+def _add_generator_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """The automatic mask generator's settings, the device (or, without `device`, a pointer to
+    --gpus) and the precision."""
+    parser.add_argument("--points-per-side", type=COUNT, default=32, help="grid points along each side (default 32)")
+    parser.add_argument("--points-per-batch", type=COUNT, default=64, help="prompts decoded together (default 64)")
+    parser.add_argument("--pred-iou-thresh", type=FRACTION, default=0.88, help="minimum predicted IoU (default 0.88)")
+    parser.add_argument("--stability-score-thresh", type=FRACTION, default=0.95, help="minimum stability (default 0.95)")
+    parser.add_argument("--stability-score-offset", type=_number_type(low=0), default=1.0, help="logit offset of stability (1.0)")
+    parser.add_argument("--box-nms-thresh", type=FRACTION, default=0.7, help="box IoU for NMS in a crop (default 0.7)")
+    parser.add_argument("--crop-n-layers", type=SIZE, default=0, help="layers of zoomed crops (default 0)")
+    parser.add_argument("--crop-nms-thresh", type=FRACTION, default=0.7, help="box IoU for NMS across crops (0.7)")
+    parser.add_argument("--crop-overlap-ratio", type=FRACTION, default=512 / 1500, help="crop overlap (default 512/1500)")
+    parser.add_argument("--crop-n-points-downscale-factor", type=COUNT, default=1,
                         help="grid points a side divided by this per crop layer (default 1)")
-    parser.add_argument("--min-mask-region-area", type=int, default=0,
+    parser.add_argument("--min-mask-region-area", type=SIZE, default=0,
                         help="fill holes and remove islands smaller than this (pixels; default 0: off)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    if device:
+        parser.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+    else:
+        parser.add_argument("--device", type=_engine_device, help=argparse.SUPPRESS)
     _add_precision_options(parser)
+
+
+def _generator_settings(args: argparse.Namespace) -> dict:
+    """The generator settings of `_add_generator_options`, checked (before any model loads)."""
+    settings = {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
+                if name not in ("bf16", "bf16_decoder")}
+    check_settings(**settings, output_mode="coco_rle")
+    return settings
 
 
 def _generator(args: argparse.Namespace) -> SamAutomaticMaskGenerator:
     """The generator `_add_generator_options` describes, writing COCO RLE."""
-    return SamAutomaticMaskGenerator(
-        load_model(args.model, device=args.device),
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        stability_score_offset=args.stability_score_offset,
-        box_nms_thresh=args.box_nms_thresh,
-        crop_n_layers=args.crop_n_layers,
-        crop_nms_thresh=args.crop_nms_thresh,
-        crop_overlap_ratio=args.crop_overlap_ratio,
-        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
-        min_mask_region_area=args.min_mask_region_area,
-        output_mode="coco_rle",
-        **_precisions(args),
-    )
+    settings = _generator_settings(args)
+    return SamAutomaticMaskGenerator(load_model(args.model, device=args.device), **settings,
+                                     output_mode="coco_rle", **_precisions(args))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (main prints it like any other bad input)."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        raise SegAnyError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segany", description="Segment Anything on the command line.")
+    parser = _Parser(prog="segany", description="Segment Anything on the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = (
         "checkpoint: an official sam_vit_*.pth, a segany .safetensors, 'default' (the bundled model) "
@@ -524,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="prompt box in image pixels")
     seg.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     seg.add_argument("--multimask", action="store_true", help="write the 3 ambiguity-aware masks, best first")
-    seg.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    seg.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
     _add_precision_options(seg)
     seg.add_argument("-o", "--output", required=True, help="output folder")
     seg.set_defaults(run=cmd_segment)
@@ -542,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--data", action="append", required=True, metavar="NAME|PATH",
                         help="a dataset of --data-root (its training split) or a dataset path; repeatable")
     pseudo.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
-    pseudo.add_argument("--limit", type=int, help="first N images of each dataset only")
+    pseudo.add_argument("--limit", type=COUNT, help="first N images of each dataset only")
     pseudo.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     pseudo.add_argument("-o", "--output", required=True,
                         help="output folder: <dataset>-<name>.png + .json per image with masks; resumable")
@@ -552,12 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train or fine-tune a model (the paper's recipe)")
     tr.add_argument("config", nargs="?", help="YAML or JSON file of segany.train.trainer.TrainConfig fields")
     tr.add_argument("--output", help="run folder (overrides the config)")
-    tr.add_argument("--steps", type=int, help="total steps (overrides the config)")
+    tr.add_argument("--steps", type=COUNT, help="total steps (overrides the config)")
     tr.add_argument("--init", help="checkpoint to start from: " + model_help)
     tr.add_argument("--data-root", help="folder of the shared datasets (default ../shared/data)")
-    tr.add_argument("--workers", type=int, help="data loading processes")
+    tr.add_argument("--workers", type=SIZE, help="data loading processes")
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    tr.add_argument("--for-steps", type=int, help="stop after this many steps of this run (resume later)")
+    tr.add_argument("--for-steps", type=COUNT, help="stop after this many steps of this run (resume later)")
     tr.set_defaults(run=cmd_train)
 
     ev = sub.add_parser("eval", help="zero-shot evaluation tasks")
@@ -570,17 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "split default: eval), or the path of a dataset read whole (COCO .json, "
                               "SA-1B folder, images/ + labels/, ...)")
     prompts.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
-    prompts.add_argument("--limit", type=int, help="first N images only")
+    prompts.add_argument("--limit", type=COUNT, help="first N images only")
     prompts.add_argument("--baselines", action="store_true",
                          help="also score classical methods with the same prompts: OpenCV GrabCut from the box "
                               "and from a square around the point, scikit-image's random walker from the point")
     prompts.add_argument("--point", choices=("center", "random"), default="center",
                          help="each object's first point: the pixel farthest from its boundary (default) or a "
                               "pixel drawn uniformly from it (seeded by the image name)")
-    prompts.add_argument("--clicks", type=int, default=9,
+    prompts.add_argument("--clicks", type=COUNT, default=9,
                          help="points of the interactive curve (the first point, then corrective points; "
                               "default 9; 1: no curve)")
-    prompts.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    prompts.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
     prompts.add_argument("-o", "--output", required=True,
                          help="output folder: results.json, results.md, interactive.png, per-image results as "
                               ".jsonl (a rerun resumes)")
@@ -595,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--data", required=True, metavar="NAME[:SPLIT]|PATH",
                           help="a dataset of --data-root (split default: eval) or a dataset path")
         task.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
-        task.add_argument("--limit", type=int, help="first N images only")
+        task.add_argument("--limit", type=COUNT, help="first N images only")
         task.add_argument("-o", "--output", required=True,
                           help="output folder: results.json, results.md, a PNG plot (proposals: recall_iou.png, "
                                "boxes: precision_recall.png), per-image results as .jsonl (a rerun resumes)")
@@ -603,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     proposals.set_defaults(run=cmd_eval_proposals)
     boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "
                                             "image_id is the image's name in the dataset (default: ground-truth boxes)")
-    boxes.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    boxes.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
     boxes.set_defaults(run=cmd_eval_boxes)
 
     edges = tasks.add_parser("edges", help="edge detection from a 16x16 grid of point prompts, scored by the "
@@ -613,15 +664,15 @@ def build_parser() -> argparse.ArgumentParser:
     edges.add_argument("--data", default="bsds500", metavar="NAME[:SPLIT]|PATH",
                        help="a dataset with human boundary maps (default: bsds500, its test split)")
     edges.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
-    edges.add_argument("--limit", type=int, help="first N images only")
-    edges.add_argument("--points-per-side", type=int, default=16, help="grid points along each side (default 16)")
-    edges.add_argument("--nms-thresh", type=float, default=0.7,
+    edges.add_argument("--limit", type=COUNT, help="first N images only")
+    edges.add_argument("--points-per-side", type=COUNT, default=16, help="grid points along each side (default 16)")
+    edges.add_argument("--nms-thresh", type=FRACTION, default=0.7,
                        help="box IoU above which NMS drops the lower-scored duplicate mask (default 0.7)")
-    edges.add_argument("--thresholds", type=int, default=99,
+    edges.add_argument("--thresholds", type=_number_type(integer=True, low=2), default=99,
                        help="edge-strength thresholds of the precision-recall curve (default 99, the benchmark's)")
     edges.add_argument("--baselines", action="store_true",
                        help="also score Sobel and Canny edges, and each annotator against the others (human)")
-    edges.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    edges.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
     edges.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, precision_recall.png, edge maps as PNG in "
                             "edges/ (baselines: edges-NAME/), per-image counts as .jsonl (a rerun resumes)")
@@ -632,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a dataset of --data-root (split default: all) or a dataset path, e.g. "
                             "a folder written by `segany auto`")
     stats.add_argument("--data-root", default="../shared/data", help="folder of the shared datasets")
-    stats.add_argument("--limit", type=int, help="first N images only")
+    stats.add_argument("--limit", type=COUNT, help="first N images only")
     stats.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, masks_per_image.png, relative_size.png, "
                             "concavity.png, centres.png, per-image results as .jsonl (a rerun resumes)")
@@ -658,16 +709,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(any fsspec filesystem: s3://, gs://... when installed)")
     run.add_argument("-o", "--output", required=True, help="output folder or URL: shards/, manifest/, manifest.parquet")
     run.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default); every node must read it")
-    run.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this many pixels (default 0)")
-    run.add_argument("--shard-size", type=int, default=100, help="images per shard (default 100)")
+    run.add_argument("--min-area", type=SIZE, default=0, help="drop masks smaller than this many pixels (default 0)")
+    run.add_argument("--shard-size", type=COUNT, default=100, help="images per shard (default 100)")
     run.add_argument("--format", choices=("tar", "parquet"), default="tar", help="shard format (default tar)")
     run.add_argument("--dataset", action="store_true",
                      help="also write OUT/dataset/: image + SA-1B JSON pairs that segany train reads")
-    run.add_argument("--workers", type=int, default=1, help="model actors (default 1)")
-    run.add_argument("--threads", type=int, default=1, help="torch threads per actor (default 1)")
-    run.add_argument("--gpus", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
+    run.add_argument("--workers", type=COUNT, default=1, help="model actors (default 1)")
+    run.add_argument("--threads", type=COUNT, default=1, help="torch threads per actor (default 1)")
+    run.add_argument("--gpus", type=_number_type(low=0), default=0.0, help="GPUs per actor (default 0: CPU)")
     run.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
-    _add_generator_options(run)
+    _add_generator_options(run, device=False)
     run.set_defaults(run=cmd_engine_run)
 
     db_help = "database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: sqlite annotations.db here)"
@@ -676,13 +727,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", help=db_help)
     serve.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=PORT, default=8000, help="port (default 8000)")
     serve.add_argument("--cache", help="folder for embeddings and the ONNX decoder (default ~/.cache/segany/server)")
-    serve.add_argument("--prefill-points-per-side", type=int, default=32, help="prefill grid (default 32)")
-    serve.add_argument("--prefill-iou-thresh", type=float, default=0.88,
+    serve.add_argument("--prefill-points-per-side", type=COUNT, default=32, help="prefill grid (default 32)")
+    serve.add_argument("--prefill-iou-thresh", type=FRACTION, default=0.88,
                        help="prefill keeps masks above this predicted IoU (default 0.88)")
-    serve.add_argument("--prefill-stability-thresh", type=float, default=0.95,
+    serve.add_argument("--prefill-stability-thresh", type=FRACTION, default=0.95,
                        help="...and at least this stability score (default 0.95)")
+    serve.add_argument("--max-body-bytes", type=COUNT,
+                       help="refuse larger requests (413; default: 1 MiB, or 2 bits per pixel of the largest image)")
     serve.add_argument("--bf16", action="store_true", help="image encoder in bfloat16 (faster on recent CPUs)")
     serve.set_defaults(run=cmd_serve, bf16_decoder=False)
 
@@ -719,14 +772,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args) or 0
     except SegAnyError as err:
         print(f"segany: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away: nothing more to say to it
+        sys.stdout = open(os.devnull, "w")
+        print("segany: error: output closed before the end (broken pipe)", file=sys.stderr)
+        return 2
     except OSError as err:
-        print(f"segany: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"segany: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

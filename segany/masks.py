@@ -1,11 +1,16 @@
 """Binary mask encodings: COCO run-length encoding (compressed and uncompressed), boxes and areas."""
 
-from typing import Any, Dict, List, Sequence
+from numbers import Integral
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .errors import SegAnyError
+
 Rle = Dict[str, Any]
+# Image sides up to 2**16 (COCO RLE stores run lengths as 32-bit integers).
+MAX_RLE_SIDE = 1 << 16
 
 
 def masks_to_rles(masks: np.ndarray) -> List[Rle]:
@@ -71,9 +76,64 @@ def compress_rle(rle: Rle) -> Rle:
     return {"size": [int(s) for s in rle["size"]], "counts": counts}
 
 
-def rle_to_mask(rle: Rle) -> np.ndarray:
-    """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool."""
-    return mask_utils.decode(_for_pycocotools(rle)).astype(bool)
+def compressed_runs(counts: str, field: str = "counts") -> List[int]:
+    """The run lengths that a compressed COCO RLE string encodes (pycocotools' rleFrString), or a
+    SegAnyError naming `field` where the string is not such an encoding."""
+    runs: List[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift = 0, 0
+        while True:
+            if position >= len(counts):
+                raise SegAnyError(f"{field}: ends inside a run length")
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                raise SegAnyError(f"{field}: character {counts[position]!r} at {position} is not of a COCO RLE")
+            value |= (code & 0x1F) << shift
+            position, shift = position + 1, shift + 5
+            if not code & 0x20:
+                if code & 0x10:
+                    value |= -1 << shift
+                break
+            if shift > 35:
+                raise SegAnyError(f"{field}: run length at {position} too long")
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return runs
+
+
+def check_rle(rle: Any, field: str = "segmentation", size: Optional[Tuple[int, int]] = None) -> Rle:
+    """A COCO RLE (compressed or uncompressed) checked to decode to a whole mask: `size` [H, W]
+    (equal to `size` if given), run lengths >= 0 summing to H * W. Returns it; SegAnyError names
+    `field` and what is wrong otherwise."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise SegAnyError(f"{field}: expected a COCO RLE {{\"size\": [H, W], \"counts\": ...}}")
+    shape = rle["size"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 2
+            or not all(isinstance(v, Integral) and not isinstance(v, bool) and 0 <= v <= MAX_RLE_SIDE for v in shape)):
+        raise SegAnyError(f"{field}.size: expected [H, W], two integers in [0, {MAX_RLE_SIDE}], got {shape!r}")
+    if size is not None and tuple(shape) != tuple(size):
+        raise SegAnyError(f"{field}.size: {list(shape)} is not the image's [H, W] {list(size)}")
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if isinstance(counts, str):
+        runs = compressed_runs(counts, f"{field}.counts")
+    elif isinstance(counts, list) and all(isinstance(v, Integral) and not isinstance(v, bool) for v in counts):
+        runs = counts
+    else:
+        raise SegAnyError(f"{field}.counts: expected a compressed RLE string or a list of run lengths")
+    if any(run < 0 for run in runs):
+        raise SegAnyError(f"{field}.counts: negative run length")
+    if sum(runs) != shape[0] * shape[1]:
+        raise SegAnyError(f"{field}.counts: run lengths sum to {sum(runs)}, not H * W = {shape[0] * shape[1]}")
+    return rle
+
+
+def rle_to_mask(rle: Rle, field: str = "segmentation", size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool. Raises
+    SegAnyError naming `field` for an RLE that does not encode a whole mask (of `size`, if given;
+    see `check_rle`)."""
+    return mask_utils.decode(_for_pycocotools(check_rle(rle, field, size))).astype(bool)
 
 
 def rle_area(rle: Rle) -> int:

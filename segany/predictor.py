@@ -18,11 +18,29 @@ from .transforms import ImageLike, ResizeLongestSide, to_rgb_uint8
 
 Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
 PROMPTS_PER_DECODER_CALL = 4
+# Point labels of the prompt encoder: -1 padding, 0 background, 1 foreground, 2 and 3 box corners.
+POINT_LABELS = (-1, 0, 1, 2, 3)
 
 
 def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ...], shape_text: str) -> None:
     if array.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, array.shape)):
         raise SegAnyError(f"{name} must have shape {shape_text}, got {tuple(array.shape)}")
+
+
+def _check_prompts(point_coords: Optional[torch.Tensor], point_labels: Optional[torch.Tensor],
+                   boxes: Optional[torch.Tensor], mask_input: Optional[torch.Tensor]) -> None:
+    """Raise SegAnyError for NaN or infinite prompts and for point labels the prompt encoder does not know."""
+    for name, tensor in (("point_coords", point_coords), ("boxes", boxes), ("mask_input", mask_input)):
+        if tensor is not None and not torch.isfinite(tensor).all():
+            raise SegAnyError(f"{name} holds NaN or infinite values")
+    if point_coords is not None and point_labels is None:
+        raise SegAnyError("point_labels must be supplied if point_coords is supplied.")
+    if point_labels is not None:
+        known = torch.tensor(POINT_LABELS, device=point_labels.device)
+        unknown = point_labels[~torch.isin(point_labels, known)]
+        if len(unknown):
+            raise SegAnyError(f"point_labels must be 1 (foreground), 0 (background) or -1 (padding); "
+                              f"got {unknown[0].item():g}")
 
 
 class SamPredictor:
@@ -207,6 +225,10 @@ class SamPredictor:
             point_coords, point_labels = np.asarray(point_coords), np.asarray(point_labels)
             _check_shape("point_coords", point_coords, (None, None, 2), "(B, N, 2)")
             _check_shape("point_labels", point_labels, point_coords.shape[:2], f"{point_coords.shape[:2]}")
+            whole = np.issubdtype(point_labels.dtype, np.number) and np.array_equal(point_labels, np.round(point_labels))
+            if not whole:
+                raise SegAnyError(f"point_labels must be whole numbers (1 foreground, 0 background), got "
+                                  f"{point_labels.ravel()[:4].tolist()}")
             coords = self.transform.apply_coords(point_coords, self.original_size)
             coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)
             labels_torch = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)
@@ -287,6 +309,7 @@ class SamPredictor:
         instead of computed ones (the decoder skips their upscaling).
         """
         self._require_image()
+        _check_prompts(point_coords, point_labels, boxes, mask_input)
         points = (point_coords, point_labels) if point_coords is not None else None
         with self._precision(self.decoder_dtype):
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)

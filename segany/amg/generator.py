@@ -18,6 +18,7 @@ from ..masks import Rle, mask_to_uncompressed_rle, masks_to_rles, region_to_rle,
 from ..modeling import Sam
 from ..predictor import SamPredictor
 from ..transforms import ImageLike, to_rgb_uint8
+from ..validation import check_finite_array, check_number
 from .boxes import first_and_last, box_area, is_box_near_crop_edge, masks_to_boxes, nms
 from .grid import Box, build_layer_point_grids, generate_crop_boxes
 from .regions import remove_small_regions
@@ -25,6 +26,8 @@ from .regions import remove_small_regions
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits upscaled at once: 2**25 float32 values, 128 MiB.
 UPSCALE_CHUNK_PIXELS = 1 << 25
+# More points a side than pixels a side of any image: a typo, not a setting (and memory for N**2 prompts).
+MAX_POINTS_PER_SIDE = 4096
 
 
 @dataclass
@@ -63,6 +66,48 @@ class MaskCandidates:
         )
 
 
+def check_settings(points_per_side: Optional[int] = 32, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                   stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0,
+                   box_nms_thresh: float = 0.7, crop_n_layers: int = 0, crop_nms_thresh: float = 0.7,
+                   crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
+                   point_grids: Optional[List[np.ndarray]] = None, min_mask_region_area: int = 0,
+                   output_mode: str = "binary_mask") -> List[np.ndarray]:
+    """Check `SamAutomaticMaskGenerator`'s settings (SegAnyError naming the first bad one) and
+    return the point grid of each crop layer."""
+    if (points_per_side is None) == (point_grids is None):
+        raise SegAnyError("give exactly one of points_per_side and point_grids")
+    for name, value, low in (("points_per_batch", points_per_batch, 1), ("crop_n_layers", crop_n_layers, 0),
+                             ("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1),
+                             ("min_mask_region_area", min_mask_region_area, 0)):
+        check_number(name, value, integer=True, low=low)
+    for name, value in (("pred_iou_thresh", pred_iou_thresh), ("stability_score_thresh", stability_score_thresh),
+                        ("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh),
+                        ("crop_overlap_ratio", crop_overlap_ratio)):
+        check_number(name, value, low=0, high=1)
+    check_number("stability_score_offset", stability_score_offset, low=0)
+    if output_mode not in OUTPUT_MODES:
+        raise SegAnyError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
+    if point_grids is None:
+        check_number("points_per_side", points_per_side, integer=True, low=1, high=MAX_POINTS_PER_SIDE)
+        point_grids = build_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+    if len(point_grids) != crop_n_layers + 1:
+        raise SegAnyError(f"point_grids has {len(point_grids)} grids; crop_n_layers={crop_n_layers} needs "
+                          f"{crop_n_layers + 1}")
+    grids = []  # float64: the prompts' pixel coordinates are computed as the official generator does
+    for i, grid in enumerate(point_grids):
+        try:
+            grid = np.asarray(grid, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SegAnyError(f"point_grids[{i}] must be an (N, 2) array of numbers") from None
+        if grid.ndim != 2 or grid.shape[1] != 2 or not len(grid):
+            raise SegAnyError(f"point_grids[{i}] must have shape (N, 2) with N >= 1, got {grid.shape}")
+        check_finite_array(f"point_grids[{i}]", grid)
+        if grid.min() < 0 or grid.max() > 1:
+            raise SegAnyError(f"point_grids[{i}] must hold points (x, y) in [0, 1], found {grid.min():g}..{grid.max():g}")
+        grids.append(grid)
+    return grids
+
+
 class SamAutomaticMaskGenerator:
     def __init__(
         self,
@@ -89,7 +134,7 @@ class SamAutomaticMaskGenerator:
             points_per_side: points along each side of the grid (points_per_side**2 prompts);
                 None when `point_grids` are given instead.
             points_per_batch: prompts decoded together (memory, not results).
-            pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables).
+            pred_iou_thresh: keep masks whose predicted IoU is above this, in [0, 1] (0 disables).
             stability_score_thresh: keep masks whose stability score is at least this
                 (0 disables). The score is the IoU of the mask thresholded at +offset and at
                 -offset (logits).
@@ -107,24 +152,12 @@ class SamAutomaticMaskGenerator:
             dtype, decoder_dtype: precision of the image encoder and of the mask decoder, as in
                 `SamPredictor` (torch.bfloat16: faster, approximate).
         """
-        if (points_per_side is None) == (point_grids is None):
-            raise SegAnyError("give exactly one of points_per_side and point_grids")
-        if points_per_side is not None and points_per_side < 1:
-            raise SegAnyError(f"points_per_side must be at least 1, got {points_per_side}")
-        if point_grids is None:
-            point_grids = build_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
-        if len(point_grids) != crop_n_layers + 1:
-            raise SegAnyError(f"point_grids has {len(point_grids)} grids; crop_n_layers={crop_n_layers} needs "
-                              f"{crop_n_layers + 1}")
-        for i, grid in enumerate(point_grids):
-            if np.ndim(grid) != 2 or np.shape(grid)[1] != 2:
-                raise SegAnyError(f"point_grids[{i}] must have shape (N, 2), got {np.shape(grid)}")
-        if output_mode not in OUTPUT_MODES:
-            raise SegAnyError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
-        if points_per_batch < 1:
-            raise SegAnyError(f"points_per_batch must be at least 1, got {points_per_batch}")
+        point_grids = check_settings(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                                     stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
+                                     crop_overlap_ratio, crop_n_points_downscale_factor, point_grids,
+                                     min_mask_region_area, output_mode)
         self.predictor = SamPredictor(model, dtype=dtype, decoder_dtype=decoder_dtype)
-        self.point_grids = [np.asarray(grid, dtype=np.float64) for grid in point_grids]
+        self.point_grids = point_grids
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

@@ -22,7 +22,7 @@ import abc
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -142,9 +142,13 @@ class YoloSegFolder(MaskDataset):
             values = line.split()
             if not values:
                 continue
-            if len(values) < 7 or len(values) % 2 == 0:
-                raise SegAnyError(f"{path}:{number}: expected 'class x1 y1 x2 y2 x3 y3 ...'")
-            polygon = np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [width, height]
+            try:
+                coordinates = np.array(values[1:], dtype=np.float64)
+            except ValueError:
+                coordinates = np.array([np.nan])
+            if len(values) < 7 or len(values) % 2 == 0 or not np.isfinite(coordinates).all():
+                raise SegAnyError(f"{path}:{number}: expected 'class x1 y1 x2 y2 x3 y3 ...' (numbers)")
+            polygon = coordinates.reshape(-1, 2) * [width, height]
             mask = np.zeros((height, width), dtype=np.uint8)
             cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
             masks.append(mask.astype(bool))
@@ -161,13 +165,20 @@ class CocoJson(MaskDataset):
         except (OSError, json.JSONDecodeError) as err:
             raise SegAnyError(f"{path}: not a readable COCO JSON file ({err})") from None
         for field in ("images", "annotations"):
-            if field not in document:
-                raise SegAnyError(f"{path}: missing field '{field}'")
-        self.images_dir = Path(images)
+            if not isinstance(document, dict) or not isinstance(document.get(field), list):
+                raise SegAnyError(f"{path}: missing field '{field}' (a list)")
+        self.path, self.images_dir = path, Path(images)
+        for i, image in enumerate(document["images"]):
+            if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+                raise SegAnyError(f"{path}: images[{i}] needs id and file_name")
         self.info = {str(image["id"]): image for image in document["images"]}
         self.annotations: Dict[str, List[dict]] = {key: [] for key in self.info}
-        for annotation in document["annotations"]:
-            self.annotations.setdefault(str(annotation["image_id"]), []).append(annotation)
+        for i, annotation in enumerate(document["annotations"]):
+            if not isinstance(annotation, dict) or "image_id" not in annotation or "segmentation" not in annotation:
+                raise SegAnyError(f"{path}: annotations[{i}] needs image_id and segmentation")
+            if str(annotation["image_id"]) not in self.info:
+                raise SegAnyError(f"{path}: annotations[{i}].image_id {annotation['image_id']!r} is not an image's id")
+            self.annotations[str(annotation["image_id"])].append(annotation)
         self.names = split_names(list(self.info), split, eval_count)
 
     def load(self, name: str) -> Sample:
@@ -179,14 +190,23 @@ class CocoJson(MaskDataset):
         masks = []
         for annotation in self.annotations[name]:
             segmentation = annotation["segmentation"]
+            where = f"{self.path}: annotation {annotation.get('id', '?')} of image {name}"
             if isinstance(segmentation, list):  # polygons
-                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+                polygons = [np.asarray(p, dtype=np.float64) if _is_numbers(p) else None for p in segmentation]
+                if not polygons or any(p is None or len(p) < 6 or len(p) % 2 or not np.isfinite(p).all()
+                                       for p in polygons):
+                    raise SegAnyError(f"{where}: segmentation polygons must be [x1, y1, x2, y2, x3, y3, ...]")
+                rle = mask_utils.merge(mask_utils.frPyObjects([p.tolist() for p in polygons], height, width))
                 masks.append(mask_utils.decode(rle).astype(bool))
             else:
-                masks.append(rle_to_mask(segmentation))
+                masks.append(rle_to_mask(segmentation, f"{where}: segmentation", (height, width)))
         masks = stack_masks(masks, height, width)
         _check_shape(name, image, masks)
         return Sample(name, image, masks)
+
+
+def _is_numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 class BSDS500(MaskDataset):

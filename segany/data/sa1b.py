@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..fileio import write_text_atomic
-from ..masks import rle_to_mask, stack_masks
+from ..masks import check_rle, rle_to_mask, stack_masks
+from ..validation import check_number
 
 ANNOTATION_FIELDS = ("id", "segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score",
                      "crop_box")
@@ -70,19 +71,19 @@ def read_sa1b(path: Union[str, Path], masks: bool = True) -> Tuple[Dict[str, Any
     annotations = document.get("annotations")
     if not isinstance(annotations, list):
         raise SegAnyError(f"{path}: missing field 'annotations'")
-    size = [image["height"], image["width"]]
+    for name in ("height", "width"):
+        check_number(f"{path}: image.{name}", image[name], integer=True, low=1)
+    if not isinstance(image["file_name"], str) or not image["file_name"]:
+        raise SegAnyError(f"{path}: image.file_name must be a file name, got {image['file_name']!r}")
+    size = (image["height"], image["width"])
     for i, annotation in enumerate(annotations):
         where = f"{path}: annotations[{i}]"
-        segmentation = annotation.get("segmentation") if isinstance(annotation, dict) else None
-        if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        if not isinstance(annotation, dict) or "segmentation" not in annotation:
             raise SegAnyError(f"{where}: missing field 'segmentation' (COCO RLE with size and counts)")
-        if list(segmentation["size"]) != size:
-            raise SegAnyError(f"{where}: segmentation size {segmentation['size']} is not the image's {size}")
         if masks:
-            try:
-                annotation["mask"] = rle_to_mask(segmentation)
-            except Exception as err:  # pycocotools raises bare exceptions on bad strings
-                raise SegAnyError(f"{where}: undecodable segmentation ({err})") from None
+            annotation["mask"] = rle_to_mask(annotation["segmentation"], f"{where}.segmentation", size)
+        else:
+            check_rle(annotation["segmentation"], f"{where}.segmentation", size)
     return image, annotations
 
 

@@ -26,8 +26,7 @@ class ImageRecords:
         self.path = Path(path)
         self.settings = json.loads(json.dumps(settings))
         self.records: Dict[str, dict] = {}
-        if not self.path.exists():
-            write_text_atomic(self.path, json.dumps({"settings": self.settings}) + "\n")
+        if not self.path.exists():  # written with the first record: a run that fails at once leaves nothing
             return
         lines = self.path.read_text(encoding="utf-8").split("\n")
         try:
@@ -55,6 +54,8 @@ class ImageRecords:
 
     def add(self, name: str, record: dict) -> None:
         """Store one image's record durably before going on."""
+        if not self.path.exists():
+            write_text_atomic(self.path, json.dumps({"settings": self.settings}) + "\n")
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps({"image": name, **record}) + "\n")
             stream.flush()

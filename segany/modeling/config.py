@@ -10,6 +10,9 @@ from typing import Any, Callable, Dict, Tuple
 
 from torch import nn
 
+from ..errors import SegAnyError
+from ..validation import check_field_types, check_number
+
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .mobilenet import ImageEncoderMobileNet
@@ -54,8 +57,32 @@ class SamConfig:
         return self.image_size // self.patch_size
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model config")
         if self.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r}; known: {', '.join(ENCODERS)}")
+            raise SegAnyError(f"unknown encoder {self.encoder!r}; known: {', '.join(ENCODERS)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                # every size at least 1; a window of 0 means global attention in every block
+                check_number(f"model config: {field.name}", value, low=0 if field.name == "encoder_window_size" else 1)
+        check_number("model config: encoder_mlp_ratio", self.encoder_mlp_ratio, low=0, low_open=True)
+        for index in self.encoder_global_attn_indexes:
+            check_number("model config: encoder_global_attn_indexes", index, integer=True, low=0,
+                         high=self.encoder_depth - 1)
+        for name, std in zip("RGB", self.pixel_std):
+            check_number(f"model config: pixel_std ({name})", std, low=0, low_open=True)
+        if self.image_size % self.patch_size:
+            raise SegAnyError(f"model config: image_size {self.image_size} is not a multiple of patch_size "
+                              f"{self.patch_size}")
+        if self.prompt_embed_dim % self.decoder_num_heads:
+            raise SegAnyError(f"model config: prompt_embed_dim {self.prompt_embed_dim} is not a multiple of "
+                              f"decoder_num_heads {self.decoder_num_heads}")
+        if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
+            raise SegAnyError(f"model config: encoder_embed_dim {self.encoder_embed_dim} is not a multiple of "
+                              f"encoder_num_heads {self.encoder_num_heads}")
+        if self.encoder == "mobilenet_v2" and self.patch_size not in (8, 16, 32):
+            raise SegAnyError(f"model config: a mobilenet_v2 encoder's patch_size (output stride) must be "
+                              f"8, 16 or 32, got {self.patch_size}")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +98,8 @@ class SamConfig:
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "SamConfig":
         """Inverse of `to_dict`; raises ValueError naming unknown fields."""
+        if not isinstance(values, dict):
+            raise SegAnyError(f"model config must be a mapping of fields, got {type(values).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:

@@ -38,10 +38,16 @@ def find_ort_web() -> Path:
 
 def build_services(images: Path, db: Optional[str] = None, model: str = "default", cache_dir: Optional[Path] = None,
                    dtype: torch.dtype = torch.float32, prefill_points_per_side: int = 32,
-                   prefill_iou_thresh: float = 0.88, prefill_stability_thresh: float = 0.95) -> Services:
-    """Everything the app needs; the ONNX decoders are exported once per model into the cache."""
+                   prefill_iou_thresh: float = 0.88, prefill_stability_thresh: float = 0.95,
+                   max_body_bytes: Optional[int] = None) -> Services:
+    """Everything the app needs; the ONNX decoders are exported once per model into the cache.
+
+    max_body_bytes: larger request bodies are refused; default `default_body_limit` of the images.
+    """
     ort_dir = find_ort_web()
     catalog = Catalog(images)
+    if max_body_bytes is None:
+        max_body_bytes = default_body_limit(catalog)
     store = Store(db or default_db_url())
     sam = load_model(model)
     embeddings = EmbeddingService(sam, cache_dir or default_cache_dir(), dtype=dtype)
@@ -52,7 +58,22 @@ def build_services(images: Path, db: Optional[str] = None, model: str = "default
                                         pred_iou_thresh=prefill_iou_thresh,
                                         stability_score_thresh=prefill_stability_thresh,
                                         output_mode="coco_rle", dtype=dtype)
-    return Services(catalog, store, embeddings, embeddings.cache_dir, prefill, ort_dir, model_name=str(model))
+    return Services(catalog, store, embeddings, embeddings.cache_dir, prefill, ort_dir, model_name=str(model),
+                    max_body_bytes=max_body_bytes)
+
+
+def default_body_limit(catalog: Catalog) -> int:
+    """Request body limit: 1 MiB, or 2 bits per pixel of the largest image if that is more. A
+    mask's RLE takes a few bytes per run and a drawn mask has a few runs per column, so a save is
+    far below this; the limit stops a client filling the disk with one request."""
+    pixels = 0
+    for name in catalog.names():
+        try:
+            height, width = catalog.size(name)
+        except SegAnyError:  # unreadable images are refused when requested
+            continue
+        pixels = max(pixels, height * width)
+    return max(1 << 20, pixels // 4)
 
 
 __all__ = ["Services", "build_services", "create_app", "find_ort_web", "Store"]

@@ -6,12 +6,15 @@ every click. The server stores what annotators accept.
 """
 
 import io
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Annotated, Any, Dict, List, Optional, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 import torch
@@ -47,22 +50,29 @@ class Services:
     prefill: SamAutomaticMaskGenerator
     ort_dir: Path  # onnxruntime-web's dist folder
     model_name: str
+    max_body_bytes: int  # larger request bodies are refused (413)
+
+
+# Ids and versions are 32-bit integers in the database.
+MAX_ID = 2**31 - 1
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class RleBody(BaseModel):
-    size: List[int]
+    size: List[int]  # checked with the counts by segany.masks.check_rle
     counts: Union[List[int], str]
 
 
 class MaskBody(BaseModel):
     rle: RleBody
-    predicted_iou: Optional[float] = None
-    point_coords: Optional[List[List[float]]] = None
-    seconds: Optional[float] = Field(None, ge=0)
+    predicted_iou: Optional[FiniteFloat] = None
+    point_coords: Optional[List[Annotated[List[FiniteFloat], Field(min_length=2, max_length=2)]]] = \
+        Field(None, max_length=1000)
+    seconds: Optional[FiniteFloat] = Field(None, ge=0)
 
 
 class MaskUpdate(MaskBody):
-    version: int
+    version: int = Field(ge=1, le=MAX_ID)
 
 
 class Login(BaseModel):
@@ -77,6 +87,14 @@ def create_app(services: Services) -> FastAPI:
     def _bad_input(_request: Request, err: SegAnyError) -> JSONResponse:
         status = 409 if isinstance(err, Conflict) else 404 if isinstance(err, NotFound) else 422
         return JSONResponse({"detail": str(err)}, status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    def _invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # One line naming the field; never the input itself (it may be NaN, which JSON cannot carry, or huge).
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        return JSONResponse({"detail": f"{where}: {first['msg']}{more}"}, status_code=422)
 
     @api.middleware("http")
     async def _isolate(request: Request, call_next):
@@ -163,17 +181,26 @@ def create_app(services: Services) -> FastAPI:
         return {"masks": services.store.masks(name, None if everyone else who.id)}
 
     @api.post("/api/masks/{name:path}", status_code=201)
-    def add_mask(name: str, body: MaskBody, who: Annotator = Depends(annotator)) -> Dict[str, Any]:
+    def add_mask(name: str, body: MaskBody, response: Response, who: Annotator = Depends(annotator),
+                 idempotency_key: Optional[str] = Header(None)) -> Dict[str, Any]:
+        """A new mask. With an Idempotency-Key header, a retry of the same save returns the first (200)."""
         height, width = services.catalog.size(name)
-        [saved] = services.store.add_masks(name, who.id, [_mask_in(body)], height, width)
+        if idempotency_key is None:
+            [saved] = services.store.add_masks(name, who.id, [_mask_in(body)], height, width)
+            return saved
+        saved, created = services.store.add_mask_once(name, who.id, _mask_in(body), height, width, idempotency_key)
+        if not created:
+            response.status_code = 200
         return saved
 
+    MaskId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+
     @api.put("/api/mask/{mask_id}")
-    def update_mask(mask_id: int, body: MaskUpdate, who: Annotator = Depends(annotator)) -> Dict[str, Any]:
+    def update_mask(mask_id: MaskId, body: MaskUpdate, who: Annotator = Depends(annotator)) -> Dict[str, Any]:
         return services.store.update_mask(mask_id, who.id, body.version, _mask_in(body))
 
     @api.delete("/api/mask/{mask_id}")
-    def delete_mask(mask_id: int, who: Annotator = Depends(annotator)) -> Dict[str, bool]:
+    def delete_mask(mask_id: MaskId, who: Annotator = Depends(annotator)) -> Dict[str, bool]:
         services.store.delete_mask(mask_id, who.id)
         return {"deleted": True}
 
@@ -205,7 +232,47 @@ def create_app(services: Services) -> FastAPI:
 
     api.mount("/vendor/ort", StaticFiles(directory=services.ort_dir), name="ort")
     api.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
-    return api
+    return BodyLimit(api, services.max_body_bytes)
+
+
+class BodyLimit:
+    """ASGI wrapper: a request whose body exceeds `limit` bytes gets 413 before the app reads it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    def __getattr__(self, name: str):  # the FastAPI app's attributes (routes, state, ...)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:  # read the body (it is small, or refused): its real size, whatever the headers say
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body"):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.limit} bytes (segany serve --max-body-bytes)"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body.encode()})
 
 
 def _mask_in(body: MaskBody) -> MaskIn:

@@ -7,13 +7,14 @@ file outside it (`..`, absolute paths and links leading out are not in the listi
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SegAnyError
-from ..image_io import IMAGE_SUFFIXES
+from ..image_io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS
 from .errors import NotFound
 
 ORIENTATION_TAG = 274  # EXIF orientation; 5-8 swap width and height
@@ -71,12 +72,18 @@ class Catalog:
             if key in self._sizes:
                 return self._sizes[key]
         try:
-            with Image.open(path) as image:
-                width, height = image.size
-                if image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8):
-                    width, height = height, width
-        except (OSError, UnidentifiedImageError) as err:
-            raise SegAnyError(f"{name}: not a readable image ({err})") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS decides
+                with Image.open(path) as image:
+                    width, height = image.size
+                    if image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8):
+                        width, height = height, width
+        except UnidentifiedImageError:
+            raise SegAnyError(f"{name}: not a readable image (not an image file or an unsupported format)") from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise SegAnyError(f"{name}: not a readable image ({str(err).split(',')[0]})") from None
+        if width * height > MAX_IMAGE_PIXELS:
+            raise SegAnyError(f"{name}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS} allowed")
         with self._lock:
             self._sizes[key] = (height, width)
         return height, width

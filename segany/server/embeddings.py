@@ -7,6 +7,7 @@ embedding is being computed wait for that computation instead of starting anothe
 
 import hashlib
 import threading
+import zipfile
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -107,11 +108,14 @@ class EmbeddingService:
         cached = self.cache_dir / f"{key}.npz"
         if cached.exists():
             try:
-                with np.load(cached) as data:
-                    return ImageEmbedding(data["embedding"], tuple(data["original_size"].tolist()),
-                                          tuple(data["input_size"].tolist()), float(data["seconds"]))
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable: compute it again
+                with np.load(cached, allow_pickle=False) as data:
+                    found = ImageEmbedding(data["embedding"], tuple(data["original_size"].tolist()),
+                                           tuple(data["input_size"].tolist()), float(data["seconds"]))
+                expected = (1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)
+                if found.embedding.shape == expected and np.isfinite(found.embedding).all():
+                    return found
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # truncated or foreign file: compute it again
         image = read_image(path)
         began = time.perf_counter()
         self.predictor.set_image(image)

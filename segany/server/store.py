@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 from sqlalchemy import (
     Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, delete, event,
     func, select, update,
@@ -25,9 +26,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from ..errors import SegAnyError
 from .errors import Conflict, NotFound
-from ..masks import Rle, compress_rle, rle_area, rles_to_boxes
+from ..masks import Rle, check_rle, compress_rle, rle_area, rles_to_boxes
+from ..validation import check_number
 
 SOURCES = ("manual", "prefill")
+# A client's key for one save (the Idempotency-Key header): a retry with it returns the first save.
+SAVE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 class Base(DeclarativeBase):
@@ -75,6 +79,18 @@ class PrefillRun(Base):
     image: Mapped[str] = mapped_column(String(1000))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SaveKey(Base):
+    """The mask that a client's save key created (a retried save returns it instead of a copy)."""
+
+    __tablename__ = "save_keys"
+    __table_args__ = (UniqueConstraint("annotator_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"))
+    key: Mapped[str] = mapped_column(String(100))
+    mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id", ondelete="CASCADE"), index=True)
 
 
 @dataclass
@@ -128,24 +144,20 @@ def open_engine(url: str) -> Engine:
 
 def check_mask(mask: MaskIn, height: int, width: int) -> Tuple[Rle, int]:
     """The mask as compressed RLE and its area, or SegAnyError naming the field that is wrong."""
-    rle = mask.rle
-    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-        raise SegAnyError("rle: give {size: [H, W], counts}")
-    if list(rle["size"]) != [height, width]:
-        raise SegAnyError(f"rle.size {rle['size']} is not the image's [{height}, {width}]")
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-            raise SegAnyError(f"rle.counts: run lengths must be non-negative integers summing to {height * width}")
-    elif not isinstance(counts, str):
-        raise SegAnyError("rle.counts: a list of run lengths or a compressed string")
-    try:
-        compressed = compress_rle({"size": [height, width], "counts": counts})
-        area = rle_area(compressed)
-    except Exception as err:  # pycocotools raises bare exceptions on bad strings
-        raise SegAnyError(f"rle.counts: undecodable ({err})") from None
+    rle = check_rle(mask.rle, "rle", (height, width))  # decoded: a whole mask of the image's size
+    compressed = compress_rle(rle)
+    area = rle_area(compressed)
     if area == 0:
         raise SegAnyError("rle: the mask is empty")
+    for name in ("predicted_iou", "stability_score", "seconds"):
+        value = getattr(mask, name)
+        if value is not None:
+            check_number(name, value, low=0)
+    if mask.point_coords is not None:
+        points = np.asarray(mask.point_coords, dtype=float) if all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in mask.point_coords) else None
+        if points is None or not np.isfinite(points).all():
+            raise SegAnyError("point_coords: expected [[x, y], ...] of finite numbers")
     if mask.source not in SOURCES:
         raise SegAnyError(f"source must be one of {', '.join(SOURCES)}")
     return compressed, area
@@ -180,7 +192,7 @@ class Store:
     def annotators(self) -> List[Dict[str, Any]]:
         with self.transaction() as session:
             rows = session.scalars(select(Annotator).order_by(Annotator.id)).all()
-            return [{"id": a.id, "name": a.name, "active": a.active, "created_at": a.created_at.isoformat()}
+            return [{"id": a.id, "name": a.name, "active": a.active, "created_at": _utc_text(a.created_at)}
                     for a in rows]
 
     def revoke(self, name: str) -> None:
@@ -237,6 +249,32 @@ class Store:
         name = session.get(Annotator, annotator_id).name
         return [_mask_dict(row, name) for row in rows]
 
+    def add_mask_once(self, image: str, annotator_id: int, mask: MaskIn, height: int, width: int,
+                      key: str) -> Tuple[Dict[str, Any], bool]:
+        """Insert a mask unless this annotator's save `key` already made one: (the mask, whether it is new)."""
+        if not SAVE_KEY.match(key):
+            raise SegAnyError("Idempotency-Key: 1 to 100 characters of letters, digits and ._:-")
+        for _attempt in range(2):  # a concurrent save with the same key wins the race: return its mask
+            with self.transaction() as session:
+                found = session.execute(
+                    select(MaskRow, Annotator.name).join(SaveKey, SaveKey.mask_id == MaskRow.id)
+                    .join(Annotator, Annotator.id == MaskRow.annotator_id)
+                    .where(SaveKey.annotator_id == annotator_id, SaveKey.key == key)
+                ).first()
+                if found is not None:
+                    if found[0].image != image:
+                        raise Conflict(f"Idempotency-Key {key} was used for a mask of another image")
+                    return _mask_dict(*found), False
+            try:
+                with self.transaction() as session:
+                    [saved] = self.add_masks(image, annotator_id, [mask], height, width, session)
+                    session.add(SaveKey(annotator_id=annotator_id, key=key, mask_id=saved["id"]))
+                    session.flush()
+                return saved, True
+            except IntegrityError:
+                continue
+        raise Conflict(f"Idempotency-Key {key}: concurrent saves; retry")
+
     def update_mask(self, mask_id: int, annotator_id: int, version: int, mask: MaskIn) -> Dict[str, Any]:
         """Replace a mask's pixels if it is still at `version`; returns the new row (version + 1)."""
         height, width = (mask.rle.get("size") or (0, 0)) if isinstance(mask.rle, dict) else (0, 0)
@@ -283,6 +321,11 @@ class Store:
         session.flush()
 
 
+def _utc_text(stamp: dt.datetime) -> str:
+    """ISO 8601 in UTC; SQLite gives back the stored UTC times without their zone."""
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).isoformat()
+
+
 def _mask_dict(row: MaskRow, annotator: str) -> Dict[str, Any]:
     return {
         "id": row.id, "image": row.image, "annotator": annotator,
@@ -291,5 +334,5 @@ def _mask_dict(row: MaskRow, annotator: str) -> Dict[str, Any]:
         "stability_score": row.stability_score,
         "point_coords": None if row.point_coords is None else json.loads(row.point_coords),
         "source": row.source, "seconds": row.seconds, "version": row.version,
-        "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+        "created_at": _utc_text(row.created_at), "updated_at": _utc_text(row.updated_at),
     }

@@ -7,26 +7,32 @@ as a dataset (`datasets: {that/folder: weight}`). `done.txt` lists the images ha
 interrupted run continues where it stopped.
 """
 
+import json
 import re
+import sys
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
 from ..amg import SamAutomaticMaskGenerator
-from ..data import MaskDataset, write_sa1b
+from ..data import MaskDataset
+from ..data.sa1b import sa1b_document
 from ..errors import SegAnyError
-from ..image_io import write_png
+from ..fileio import write_files_atomic
+from ..image_io import png_bytes
 
 DONE_FILE = "done.txt"
 
 
 def pseudo_label(generator: SamAutomaticMaskGenerator, datasets: Dict[str, MaskDataset], output: Path,
-                 limit: Optional[int] = None, progress: bool = True) -> Tuple[int, int]:
+                 limit: Optional[int] = None, progress: bool = True,
+                 skipped: Optional[List[str]] = None) -> Tuple[int, int]:
     """Label the first `limit` images of each dataset (all without limit) into `output`.
 
     datasets: prefix of the written names -> dataset. Returns (images written, masks written)
-    in this call; images without a kept mask are counted as done but not written.
+    in this call; images without a kept mask are counted as done but not written. Images that
+    cannot be read are skipped (not marked done), their messages appended to `skipped`.
     """
     if generator.output_mode != "coco_rle":
         raise SegAnyError("pseudo_label needs a generator with output_mode='coco_rle'")
@@ -40,11 +46,18 @@ def pseudo_label(generator: SamAutomaticMaskGenerator, datasets: Dict[str, MaskD
     images = masks = 0
     with done_path.open("a") as log:
         for stem, dataset, index in tqdm(todo, desc="pseudo-labels", unit="image", disable=not progress):
-            image = dataset[index].image
+            try:
+                image = dataset[index].image
+            except SegAnyError as err:
+                tqdm.write(f"segany: skipping {stem}: {err}", file=sys.stderr)
+                if skipped is not None:
+                    skipped.append(str(err))
+                continue
             records = generator.generate(image)
-            if records:
-                write_png(output / f"{stem}.png", image)
-                write_sa1b(output / f"{stem}.json", f"{stem}.png", image.shape[1], image.shape[0], records)
+            if records:  # the image and its masks: both or neither
+                document = sa1b_document(f"{stem}.png", image.shape[1], image.shape[0], records)
+                write_files_atomic({output / f"{stem}.png": png_bytes(image),
+                                    output / f"{stem}.json": json.dumps(document).encode("utf-8")})
                 images, masks = images + 1, masks + len(records)
             log.write(stem + "\n")
             log.flush()

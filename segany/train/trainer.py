@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_model, load_tensor_pickle, random_model, save_model
 from ..errors import SegAnyError
+from ..validation import check_field_types, check_number
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
 from ..data import MaskDataset, open_dataset, shared_dataset
@@ -96,6 +97,8 @@ class TrainConfig:
                 values = json.loads(text)
         except Exception as err:  # yaml and json errors name the line
             raise SegAnyError(f"{path}: not a readable config ({' '.join(str(err).split())})") from None
+        if not isinstance(values, dict):
+            raise SegAnyError(f"{path}: expected a mapping of TrainConfig fields, found {type(values).__name__}")
         known = set(TrainConfig.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
@@ -103,15 +106,31 @@ class TrainConfig:
         return TrainConfig(**values)
 
     def check(self) -> None:
+        """SegAnyError naming the first field of a wrong type or out of its range."""
+        check_field_types(self, "train config")
+        if not isinstance(self.model, (str, dict)):
+            raise SegAnyError(f"train config: model must be a config name or a mapping of its fields, got {self.model!r}")
         for name in self.freeze:
             if name.split(".")[0] not in PARTS:
                 raise SegAnyError(f"freeze: unknown part {name!r}; parts are {', '.join(PARTS)} "
                                   "(or a module below one, e.g. image_encoder.trunk)")
         if not self.datasets or any(w <= 0 for w in self.datasets.values()):
             raise SegAnyError("datasets: give at least one dataset with a positive weight")
-        for name in ("steps", "images_per_step", "masks_per_image", "rounds"):
-            if getattr(self, name) < 1:
-                raise SegAnyError(f"{name} must be at least 1")
+        for name in ("steps", "images_per_step", "masks_per_image", "rounds", "checkpoint_every",
+                     "validation_images"):
+            check_number(f"train config: {name}", getattr(self, name), integer=True, low=1)
+        for name in ("localisation_steps", "warmup_steps", "validate_every", "workers"):
+            check_number(f"train config: {name}", getattr(self, name), integer=True, low=0)
+        for name in ("lr", "initial_embedding_scale"):
+            check_number(f"train config: {name}", getattr(self, name), low=0, low_open=True)
+        for name in ("weight_decay", "focal_weight"):
+            check_number(f"train config: {name}", getattr(self, name), low=0)
+        check_number("train config: layer_decay", self.layer_decay, low=0, high=1, low_open=True)
+        for fraction in self.decay_at:
+            check_number("train config: decay_at", fraction, low=0, high=1)
+        if self.jitter is not None and (len(self.jitter) != 2 or not 0 < self.jitter[0] <= self.jitter[1]):
+            raise SegAnyError(f"train config: jitter must be [smallest, largest] scales, 0 < smallest <= largest, "
+                              f"got {self.jitter}")
         if self.pretrained_encoder and self.init:
             raise SegAnyError("pretrained_encoder is for a new model (model:), not with init:")
 
@@ -213,6 +232,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
         raise SegAnyError(f"{state_path}: nothing to resume from")
     if not resume and state_path.exists():
         raise SegAnyError(f"{output}: holds a run already; resume it (--resume) or choose another output")
+    datasets = {name: open_dataset(name, "train", config.data_root) for name in config.datasets}  # fail early
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(asdict(config), indent=1))
@@ -232,7 +252,6 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
             print(f"localisation warm-up: oracle IoU on discs {oracle:.3f}", file=sys.stderr)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
 
-    datasets = {name: open_dataset(name, "train", config.data_root) for name in config.datasets}
     data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
     # Process `rank` of `world` takes examples (step * world + rank) * B + j: one process reads what it always did.
     per_step = config.images_per_step

@@ -68,7 +68,8 @@ def generators(weights, config=MICRO, **params):
 
 
 def assert_same_records(ours, theirs):
-    """Same number of masks, each official one matched (same point, IoU > 0.99, scores within 1e-4)."""
+    """Same number of masks, each official one matched (same point, IoU > 0.99, predicted IoU within
+    1e-4, stability within 1e-4 or 3 pixels of the mask)."""
     assert len(ours) == len(theirs)
     unmatched = list(range(len(theirs)))
     for record in ours:
@@ -84,7 +85,9 @@ def assert_same_records(ours, theirs):
             raise AssertionError(f"no official mask matches {record['point_coords']} {record['bbox']}")
         unmatched.remove(j)
         assert record["predicted_iou"] == pytest.approx(other["predicted_iou"], abs=1e-4)
-        assert record["stability_score"] == pytest.approx(other["stability_score"], abs=1e-4)
+        # A pixel whose logit lies within float32 rounding of +-offset may fall either side of it
+        # (other CPUs, other summation orders): a few pixels' worth of the mask.
+        assert record["stability_score"] == pytest.approx(other["stability_score"], abs=max(1e-4, 3 / record["area"]))
         assert record["area"] == pytest.approx(other["area"], rel=0.01)
         assert np.allclose(record["bbox"], other["bbox"], atol=2)
 

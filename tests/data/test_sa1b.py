@@ -55,7 +55,12 @@ def test_image_ids():
     ('{"image": {"image_id": 1, "width": 5, "height": 4, "file_name": "a"}, "annotations": [{"id": 0}]}',
      r"annotations\[0\]: missing field 'segmentation'"),
     ('{"image": {"image_id": 1, "width": 5, "height": 4, "file_name": "a"}, '
-     '"annotations": [{"segmentation": {"size": [3, 5], "counts": "5"}}]}', r"size \[3, 5\] is not the image's \[4, 5\]"),
+     '"annotations": [{"segmentation": {"size": [3, 5], "counts": "5"}}]}', r"annotations\[0\].segmentation.size: \[3, 5\] is not the image's \[H, W\] \[4, 5\]"),
+    ('{"image": {"image_id": 1, "width": 5, "height": 4, "file_name": "a"}, '
+     '"annotations": [{"segmentation": {"size": [4, 5], "counts": [3, 4]}}]}',
+     r"annotations\[0\].segmentation.counts: run lengths sum to 7, not H \* W = 20"),
+    ('{"image": {"image_id": 1, "width": "5", "height": 4, "file_name": "a"}, "annotations": []}',
+     r"image.width must be an integer, got '5'"),
 ])
 def test_bad_files_are_refused_naming_the_field(tmp_path, document, message):
     path = tmp_path / "bad.json"

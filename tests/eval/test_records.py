@@ -59,7 +59,9 @@ def test_a_record_cut_short_is_dropped_and_redone(tmp_path):
 
 def test_other_settings_are_refused(tmp_path):
     path = tmp_path / "task.jsonl"
-    ImageRecords(path, {"model": "a", "clicks": 3})
+    first = ImageRecords(path, {"model": "a", "clicks": 3})
+    assert not path.exists()  # nothing until the first record
+    first.add("x", {"iou": 0.5})
     with pytest.raises(SegAnyError, match=r"task.jsonl: written by a run with other settings \(model\)"):
         ImageRecords(path, {"model": "b", "clicks": 3})
     path.write_text("not json\n")

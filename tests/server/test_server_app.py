@@ -145,7 +145,7 @@ def test_masks_per_annotator_versions_and_errors(server):
         assert stale.status_code == 409 and "changed since version 1" in stale.json()["detail"]
 
         wrong_size = ann.post("/api/masks/dog.jpg", json={"rle": square_rle(10, 10, 0, 0, 2)})
-        assert wrong_size.status_code == 422 and "is not the image's [534, 800]" in wrong_size.json()["detail"]
+        assert wrong_size.status_code == 422 and "is not the image's [H, W] [534, 800]" in wrong_size.json()["detail"]
         assert ann.post("/api/masks/nothere.jpg", json={"rle": square_rle(h, w, 0, 0, 2)}).status_code == 404
         assert ann.post("/api/masks/dog.jpg", json={"rle": {"size": [h, w]}}).status_code == 422
 

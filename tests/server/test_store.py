@@ -75,11 +75,13 @@ def test_masks_round_trip_and_belong_to_their_annotator(db_url):
 
 @pytest.mark.parametrize("rle, message", [
     ({"size": [H, W + 1], "counts": [H * (W + 1)]}, "is not the image's"),
-    ({"size": [H, W], "counts": [5, 10]}, "summing to"),
-    ({"size": [H, W], "counts": [-5, H * W + 5]}, "non-negative"),
+    ({"size": [H, W], "counts": [5, 10]}, r"rle.counts: run lengths sum to 15, not H \* W = 2400"),
+    ({"size": [H, W], "counts": [-5, H * W + 5]}, "rle.counts: negative run length"),
     ({"size": [H, W], "counts": [H * W]}, "empty"),
     ({"size": [H, W], "counts": 12}, "list of run lengths"),
-    ({"counts": [H * W]}, "give"),
+    ({"counts": [H * W]}, "expected a COCO RLE"),
+    ({"size": [H, W], "counts": "!!!garbage~~"}, "rle.counts: character '!' at 0"),
+    ({"size": [H], "counts": [H * W]}, r"rle.size: expected \[H, W\]"),
 ])
 def test_bad_masks_are_refused_with_the_field(tmp_path, rle, message):
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")

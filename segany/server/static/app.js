@@ -16,7 +16,7 @@ const app = {
   tool: 'point', brush: 12,
   edit: emptyEdit(), undo: [], redo: [],
   candidates: null, thumbnailsOf: null, mask: null, maskLayer: null,
-  timer: null, times: [],
+  timer: null, times: [], saveKey: null,
   zoom: { scale: 1, x: 0, y: 0 },
   decoding: null, decodeAgain: false, updateLatencies: [],
 };
@@ -29,8 +29,19 @@ function emptyEdit() {
 
 // ---------------------------------------------------------------- server
 
+const RETRIES = 3;  // a request that got no answer (network error) is sent again, after 0.5 s, 1 s, 2 s
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { credentials: 'same-origin', ...options });
+  let response;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      response = await fetch(path, { credentials: 'same-origin', ...options });
+      break;
+    } catch (err) {  // no answer: safe to send again (new masks carry an Idempotency-Key)
+      if (attempt === RETRIES) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    }
+  }
   if (response.status === 401) {
     await signIn();
     return api(path, options);
@@ -43,7 +54,15 @@ async function api(path, options = {}) {
   return response;
 }
 
-const json = (body) => ({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+const json = (body, headers = {}) => ({
+  method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
+});
+
+/** A key for one save of a new mask: the server answers a repeat of it with the first save. */
+function newSaveKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));  // crypto.randomUUID needs https
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 function signIn() {
   return new Promise((resolve) => {
@@ -73,6 +92,7 @@ async function openImage(index) {
   const ticket = app.opening = (app.opening || 0) + 1;  // a later openImage wins over this one
   const name = app.images[app.index].name;
   const url = urlPath(name);
+  app.saveKey = null;
   status(`Loading ${name}: computing its embedding on the server…`, 'loading');
   $('image-name').textContent = name;
   $('image-count').textContent = `${app.index + 1} / ${app.images.length}`;
@@ -354,11 +374,13 @@ async function accept() {
   };
   const url = urlPath(app.images[app.index].name);
   const editing = app.edit.editing;
+  if (!editing) app.saveKey = app.saveKey || newSaveKey();  // kept until this save is acknowledged
   try {
     const response = editing
       ? await api(`/api/mask/${editing.id}`, { ...json({ ...body, version: editing.version }), method: 'PUT' })
-      : await api(`/api/masks/${url}`, json(body));
+      : await api(`/api/masks/${url}`, json(body, { 'Idempotency-Key': app.saveKey }));
     const saved = await response.json();
+    if (!editing) app.saveKey = null;
     saved.mask = rleToMask(saved.segmentation);
     if (editing) app.saved = app.saved.map((m) => (m.id === saved.id ? saved : m));
     else app.saved.push(saved);
