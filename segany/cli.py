@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .amg import SamAutomaticMaskGenerator
-from .amg.generator import check_settings
+from .amg.generator import MAX_POINTS_PER_SIDE
 from .checkpoint import (
     DEFAULT_MODEL,
     OFFICIAL_CHECKPOINTS,
@@ -25,7 +25,7 @@ from .checkpoint import (
     resolve_device,
     save_model,
 )
-from .data.sa1b import sa1b_document
+from .data.sa1b import sa1b_bytes
 from .errors import SegAnyError
 from .fileio import remove_stale_temp_files, write_files_atomic, write_text_atomic
 from .image_io import IMAGE_SUFFIXES, png_bytes, read_image
@@ -63,6 +63,10 @@ def _device_type(text: str) -> str:
     except SegAnyError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
 
 
 def _numbers(text: str, option: str, counts: Sequence[int], form: str) -> List[float]:
@@ -196,8 +200,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
             failed.append(path)
             continue
         records = generator.generate(image)
-        document = sa1b_document(path.name, image.shape[1], image.shape[0], records)
-        files = {out / f"{path.stem}.json": json.dumps(document).encode("utf-8")}  # it marks the image done
+        files = {out / f"{path.stem}.json": sa1b_bytes(path.name, image.shape[1], image.shape[0], records)}  # marks it done
         if args.overlay:
             largest_first = sorted(records, key=lambda r: -r["area"])
             overlay = overlay_masks(image, [rle_to_mask(r["segmentation"]) for r in largest_first])
@@ -517,7 +520,8 @@ def _engine_device(_text: str) -> str:
 def _add_generator_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
     """The automatic mask generator's settings, the device (or, without `device`, a pointer to
     --gpus) and the precision."""
-    parser.add_argument("--points-per-side", type=COUNT, default=32, help="grid points along each side (default 32)")
+    parser.add_argument("--points-per-side", type=_number_type(integer=True, low=1, high=MAX_POINTS_PER_SIDE), default=32,
+                        help="grid points along each side (default 32)")
     parser.add_argument("--points-per-batch", type=COUNT, default=64, help="prompts decoded together (default 64)")
     parser.add_argument("--pred-iou-thresh", type=FRACTION, default=0.88, help="minimum predicted IoU (default 0.88)")
     parser.add_argument("--stability-score-thresh", type=FRACTION, default=0.95, help="minimum stability (default 0.95)")
@@ -531,24 +535,21 @@ def _add_generator_options(parser: argparse.ArgumentParser, device: bool = True)
     parser.add_argument("--min-mask-region-area", type=SIZE, default=0,
                         help="fill holes and remove islands smaller than this (pixels; default 0: off)")
     if device:
-        parser.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+        _add_device_option(parser)
     else:
         parser.add_argument("--device", type=_engine_device, help=argparse.SUPPRESS)
     _add_precision_options(parser)
 
 
 def _generator_settings(args: argparse.Namespace) -> dict:
-    """The generator settings of `_add_generator_options`, checked (before any model loads)."""
-    settings = {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
-                if name not in ("bf16", "bf16_decoder")}
-    check_settings(**settings, output_mode="coco_rle")
-    return settings
+    """The generator settings of `_add_generator_options` (checked by their argparse types)."""
+    return {name: getattr(args, name) for name in GENERATOR_OPTIONS + ("points_per_batch",)
+            if name not in ("bf16", "bf16_decoder")}
 
 
 def _generator(args: argparse.Namespace) -> SamAutomaticMaskGenerator:
     """The generator `_add_generator_options` describes, writing COCO RLE."""
-    settings = _generator_settings(args)
-    return SamAutomaticMaskGenerator(load_model(args.model, device=args.device), **settings,
+    return SamAutomaticMaskGenerator(load_model(args.model, device=args.device), **_generator_settings(args),
                                      output_mode="coco_rle", **_precisions(args))
 
 
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="prompt box in image pixels")
     seg.add_argument("--model", default=DEFAULT_MODEL, help=model_help + " (default: default)")
     seg.add_argument("--multimask", action="store_true", help="write the 3 ambiguity-aware masks, best first")
-    seg.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+    _add_device_option(seg)
     _add_precision_options(seg)
     seg.add_argument("-o", "--output", required=True, help="output folder")
     seg.set_defaults(run=cmd_segment)
@@ -631,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--clicks", type=COUNT, default=9,
                          help="points of the interactive curve (the first point, then corrective points; "
                               "default 9; 1: no curve)")
-    prompts.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+    _add_device_option(prompts)
     prompts.add_argument("-o", "--output", required=True,
                          help="output folder: results.json, results.md, interactive.png, per-image results as "
                               ".jsonl (a rerun resumes)")
@@ -654,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     proposals.set_defaults(run=cmd_eval_proposals)
     boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "
                                             "image_id is the image's name in the dataset (default: ground-truth boxes)")
-    boxes.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+    _add_device_option(boxes)
     boxes.set_defaults(run=cmd_eval_boxes)
 
     edges = tasks.add_parser("edges", help="edge detection from a 16x16 grid of point prompts, scored by the "
@@ -672,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="edge-strength thresholds of the precision-recall curve (default 99, the benchmark's)")
     edges.add_argument("--baselines", action="store_true",
                        help="also score Sobel and Canny edges, and each annotator against the others (human)")
-    edges.add_argument("--device", default="cpu", type=_device_type, help="torch device (default: cpu)")
+    _add_device_option(edges)
     edges.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, precision_recall.png, edge maps as PNG in "
                             "edges/ (baselines: edges-NAME/), per-image counts as .jsonl (a rerun resumes)")

@@ -129,11 +129,10 @@ def check_rle(rle: Any, field: str = "segmentation", size: Optional[Tuple[int, i
     return rle
 
 
-def rle_to_mask(rle: Rle, field: str = "segmentation", size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool. Raises
-    SegAnyError naming `field` for an RLE that does not encode a whole mask (of `size`, if given;
-    see `check_rle`)."""
-    return mask_utils.decode(_for_pycocotools(check_rle(rle, field, size))).astype(bool)
+def rle_to_mask(rle: Rle) -> np.ndarray:
+    """COCO RLE, compressed or uncompressed (counts as a list) -> (H, W) bool. For RLEs from
+    files and clients, `check_rle` first: pycocotools decodes garbage without a word."""
+    return mask_utils.decode(_for_pycocotools(rle)).astype(bool)
 
 
 def rle_area(rle: Rle) -> int:

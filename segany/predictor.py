@@ -309,7 +309,6 @@ class SamPredictor:
         instead of computed ones (the decoder skips their upscaling).
         """
         self._require_image()
-        _check_prompts(point_coords, point_labels, boxes, mask_input)
         points = (point_coords, point_labels) if point_coords is not None else None
         with self._precision(self.decoder_dtype):
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
@@ -337,6 +336,7 @@ class SamPredictor:
             masks (B, C, H, W) at the original size, predicted IoU (B, C), low-res logits
             (B, C, 256, 256).
         """
+        _check_prompts(point_coords, point_labels, boxes, mask_input)
         low_res_masks, iou_predictions = self.predict_low_res_torch(
             point_coords, point_labels, boxes, mask_input, multimask_output
         )

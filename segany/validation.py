@@ -7,9 +7,7 @@ import dataclasses
 import math
 import typing
 from numbers import Integral, Real
-from typing import Any, Iterable, Optional
-
-import numpy as np
+from typing import Any, Optional
 
 from .errors import SegAnyError
 
@@ -30,22 +28,6 @@ def check_number(name: str, value: Any, *, integer: bool = False, low: Optional[
         rule = (f"in {bounds}" if bounds else f"{'above' if low_open else 'at least'} {low:g}" if low is not None
                 else f"at most {high:g}")
         raise SegAnyError(f"{name} must be {rule}, got {value!r}")
-
-
-def check_finite_array(name: str, array: np.ndarray) -> None:
-    """A numeric array with no NaN or infinity."""
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise SegAnyError(f"{name} must be numeric, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise SegAnyError(f"{name} holds NaN or infinite values")
-
-
-def check_values_in(name: str, values: Iterable, allowed: Iterable) -> None:
-    """Every entry of `values` one of `allowed`."""
-    allowed = list(allowed)
-    bad = sorted({v for v in np.asarray(values).ravel().tolist() if v not in allowed})
-    if bad:
-        raise SegAnyError(f"{name} must hold only {', '.join(map(str, allowed))}, got {bad[0]!r}")
 
 
 def _describe(annotation: Any) -> str:

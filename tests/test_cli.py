@@ -237,7 +237,7 @@ def test_auto_input_errors_are_one_line(tmp_path, capsys, model_file, image_fold
     assert code == 2 and "would both be written as cat.json" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "auto", image_folder / "cat.png", "--model", model_file, "-o", tmp_path / "o",
                        "--points-per-side", "0")
-    assert code == 2 and err.strip() == "segany: error: auto: argument --points-per-side: must be at least 1, got 0 (see segany auto --help)"
+    assert code == 2 and err.strip() == "segany: error: auto: argument --points-per-side: must be in [1, 4096], got 0 (see segany auto --help)"
 
 
 def test_the_bundled_model_is_the_default(tmp_path):

@@ -18,7 +18,7 @@ from ..masks import Rle, mask_to_uncompressed_rle, masks_to_rles, region_to_rle,
 from ..modeling import Sam
 from ..predictor import SamPredictor
 from ..transforms import ImageLike, to_rgb_uint8
-from ..validation import check_finite_array, check_number
+from ..validation import check_number
 from .boxes import first_and_last, box_area, is_box_near_crop_edge, masks_to_boxes, nms
 from .grid import Box, build_layer_point_grids, generate_crop_boxes
 from .regions import remove_small_regions
@@ -26,7 +26,7 @@ from .regions import remove_small_regions
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits upscaled at once: 2**25 float32 values, 128 MiB.
 UPSCALE_CHUNK_PIXELS = 1 << 25
-# More points a side than pixels a side of any image: a typo, not a setting (and memory for N**2 prompts).
+# 4096**2 = 16.7 M prompts an image: beyond that a typo, not a setting.
 MAX_POINTS_PER_SIDE = 4096
 
 
@@ -101,7 +101,8 @@ def check_settings(points_per_side: Optional[int] = 32, points_per_batch: int = 
             raise SegAnyError(f"point_grids[{i}] must be an (N, 2) array of numbers") from None
         if grid.ndim != 2 or grid.shape[1] != 2 or not len(grid):
             raise SegAnyError(f"point_grids[{i}] must have shape (N, 2) with N >= 1, got {grid.shape}")
-        check_finite_array(f"point_grids[{i}]", grid)
+        if not np.isfinite(grid).all():
+            raise SegAnyError(f"point_grids[{i}] holds NaN or infinite values")
         if grid.min() < 0 or grid.max() > 1:
             raise SegAnyError(f"point_grids[{i}] must hold points (x, y) in [0, 1], found {grid.min():g}..{grid.max():g}")
         grids.append(grid)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import SegAnyError
 from ..image_io import IMAGE_SUFFIXES, read_image
-from ..masks import rle_to_mask, stack_masks
+from ..masks import check_rle, rle_to_mask, stack_masks
 from .sa1b import read_sa1b
 
 PathLike = Union[str, Path]
@@ -144,9 +144,9 @@ class YoloSegFolder(MaskDataset):
                 continue
             try:
                 coordinates = np.array(values[1:], dtype=np.float64)
-            except ValueError:
-                coordinates = np.array([np.nan])
-            if len(values) < 7 or len(values) % 2 == 0 or not np.isfinite(coordinates).all():
+            except ValueError:  # not numbers
+                coordinates = None
+            if coordinates is None or len(values) < 7 or len(values) % 2 == 0 or not np.isfinite(coordinates).all():
                 raise SegAnyError(f"{path}:{number}: expected 'class x1 y1 x2 y2 x3 y3 ...' (numbers)")
             polygon = coordinates.reshape(-1, 2) * [width, height]
             mask = np.zeros((height, width), dtype=np.uint8)
@@ -199,7 +199,7 @@ class CocoJson(MaskDataset):
                 rle = mask_utils.merge(mask_utils.frPyObjects([p.tolist() for p in polygons], height, width))
                 masks.append(mask_utils.decode(rle).astype(bool))
             else:
-                masks.append(rle_to_mask(segmentation, f"{where}: segmentation", (height, width)))
+                masks.append(rle_to_mask(check_rle(segmentation, f"{where}: segmentation", (height, width))))
         masks = stack_masks(masks, height, width)
         _check_shape(name, image, masks)
         return Sample(name, image, masks)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple, Union
 import numpy as np
 
 from ..errors import SegAnyError
-from ..fileio import write_text_atomic
+from ..fileio import write_files_atomic
 from ..masks import check_rle, rle_to_mask, stack_masks
 from ..validation import check_number
 
@@ -46,9 +46,14 @@ def sa1b_document(file_name: str, width: int, height: int, records: List[Dict[st
     }
 
 
+def sa1b_bytes(file_name: str, width: int, height: int, records: List[Dict[str, Any]]) -> bytes:
+    """`sa1b_document` as the bytes of its JSON file (for writing with other files as a set)."""
+    return json.dumps(sa1b_document(file_name, width, height, records)).encode("utf-8")
+
+
 def write_sa1b(path: Union[str, Path], file_name: str, width: int, height: int, records: List[Dict[str, Any]]) -> None:
     """Write one image's masks (generator records, coco_rle) as SA-1B JSON, atomically."""
-    write_text_atomic(path, json.dumps(sa1b_document(file_name, width, height, records)))
+    write_files_atomic({path: sa1b_bytes(file_name, width, height, records)})
 
 
 def read_sa1b(path: Union[str, Path], masks: bool = True) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
@@ -80,10 +85,9 @@ def read_sa1b(path: Union[str, Path], masks: bool = True) -> Tuple[Dict[str, Any
         where = f"{path}: annotations[{i}]"
         if not isinstance(annotation, dict) or "segmentation" not in annotation:
             raise SegAnyError(f"{where}: missing field 'segmentation' (COCO RLE with size and counts)")
+        check_rle(annotation["segmentation"], f"{where}.segmentation", size)
         if masks:
-            annotation["mask"] = rle_to_mask(annotation["segmentation"], f"{where}.segmentation", size)
-        else:
-            check_rle(annotation["segmentation"], f"{where}.segmentation", size)
+            annotation["mask"] = rle_to_mask(annotation["segmentation"])
     return image, annotations
 
 

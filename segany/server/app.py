@@ -55,7 +55,6 @@ class Services:
 
 # Ids and versions are 32-bit integers in the database.
 MAX_ID = 2**31 - 1
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class RleBody(BaseModel):
@@ -65,10 +64,10 @@ class RleBody(BaseModel):
 
 class MaskBody(BaseModel):
     rle: RleBody
-    predicted_iou: Optional[FiniteFloat] = None
-    point_coords: Optional[List[Annotated[List[FiniteFloat], Field(min_length=2, max_length=2)]]] = \
-        Field(None, max_length=1000)
-    seconds: Optional[FiniteFloat] = Field(None, ge=0)
+    # numbers checked (finite, >= 0, points of 2) by segany.server.store.check_mask
+    predicted_iou: Optional[float] = None
+    point_coords: Optional[List[List[float]]] = None
+    seconds: Optional[float] = None
 
 
 class MaskUpdate(MaskBody):
@@ -240,9 +239,6 @@ class BodyLimit:
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
-
-    def __getattr__(self, name: str):  # the FastAPI app's attributes (routes, state, ...)
-        return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -153,11 +153,9 @@ def check_mask(mask: MaskIn, height: int, width: int) -> Tuple[Rle, int]:
         value = getattr(mask, name)
         if value is not None:
             check_number(name, value, low=0)
-    if mask.point_coords is not None:
-        points = np.asarray(mask.point_coords, dtype=float) if all(
-            isinstance(p, (list, tuple)) and len(p) == 2 for p in mask.point_coords) else None
-        if points is None or not np.isfinite(points).all():
-            raise SegAnyError("point_coords: expected [[x, y], ...] of finite numbers")
+    points = mask.point_coords
+    if points is not None and (any(len(p) != 2 for p in points) or not np.isfinite(np.asarray(points, float)).all()):
+        raise SegAnyError("point_coords: expected [[x, y], ...] of finite numbers")
     if mask.source not in SOURCES:
         raise SegAnyError(f"source must be one of {', '.join(SOURCES)}")
     return compressed, area

@@ -7,7 +7,6 @@ as a dataset (`datasets: {that/folder: weight}`). `done.txt` lists the images ha
 interrupted run continues where it stopped.
 """
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from ..amg import SamAutomaticMaskGenerator
 from ..data import MaskDataset
-from ..data.sa1b import sa1b_document
+from ..data.sa1b import sa1b_bytes
 from ..errors import SegAnyError
 from ..fileio import write_files_atomic
 from ..image_io import png_bytes
@@ -55,9 +54,9 @@ def pseudo_label(generator: SamAutomaticMaskGenerator, datasets: Dict[str, MaskD
                 continue
             records = generator.generate(image)
             if records:  # the image and its masks: both or neither
-                document = sa1b_document(f"{stem}.png", image.shape[1], image.shape[0], records)
                 write_files_atomic({output / f"{stem}.png": png_bytes(image),
-                                    output / f"{stem}.json": json.dumps(document).encode("utf-8")})
+                                    output / f"{stem}.json": sa1b_bytes(f"{stem}.png", image.shape[1], image.shape[0],
+                                                                        records)})
                 images, masks = images + 1, masks + len(records)
             log.write(stem + "\n")
             log.flush()

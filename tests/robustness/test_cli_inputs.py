@@ -104,8 +104,9 @@ CASES = [
     # the automatic generator's settings
     *[(f"auto-{option}-{value}", AUTO + [f"--{option}", value], rf"auto: argument --{option}: {message}")
       for option, value, message in [
-          ("points-per-side", "0", "must be at least 1, got 0"),
-          ("points-per-side", "-3", "must be at least 1, got -3"),
+          ("points-per-side", "0", r"must be in \[1, 4096\], got 0"),
+          ("points-per-side", "-3", r"must be in \[1, 4096\], got -3"),
+          ("points-per-side", "5000", r"must be in \[1, 4096\], got 5000"),
           ("points-per-side", "2.5", "expected an integer, got '2.5'"),
           ("points-per-side", "many", "expected an integer, got 'many'"),
           ("points-per-batch", "0", "must be at least 1, got 0"),
