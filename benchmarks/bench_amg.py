@@ -114,7 +114,7 @@ def main() -> None:
 
     params = LOOSE if args.loose else {}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = official.write_official_checkpoint(segany.CONFIGS[args.arch], Path(tmp) / f"{args.arch}.pth")
+        checkpoint = official.write_reference_checkpoint(segany.CONFIGS[args.arch], Path(tmp) / f"{args.arch}.pth")
         impls = ["official", "segany"] + (["segany-bf16"] if args.bf16 else [])
         results = {}
         for impl in impls:

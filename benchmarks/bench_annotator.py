@@ -116,7 +116,7 @@ def main() -> None:
             state_dict = None
         else:
             config = CONFIGS[args.arch]
-            model_source = str(reference.write_official_checkpoint(config, tmp / f"{args.arch}.pth"))
+            model_source = str(reference.write_reference_checkpoint(config, tmp / f"{args.arch}.pth"))
             state_dict = torch.load(model_source, weights_only=True)
         official_graph = None
         if state_dict is not None:
@@ -139,7 +139,7 @@ def main() -> None:
                                     len(first.content))
             official_encode = {}
             if state_dict is not None:
-                official = reference.build_official(config)
+                official = reference.build_reference(config)
                 official.load_state_dict(state_dict)
                 predictor = reference.import_official().SamPredictor(official.eval())
                 for name in IMAGES:

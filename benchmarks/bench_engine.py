@@ -89,7 +89,7 @@ def main() -> None:
         official_path = tmp / "default.pth"
         convert_checkpoint("default", official_path)
         model = load_model("default")
-        official = reference.build_official(model.config)
+        official = reference.build_reference(model.config)
         official.load_state_dict(torch.load(official_path, weights_only=True))
         sam = reference.import_official()
         seconds, masks = in_process(sam.SamAutomaticMaskGenerator(official.eval(), **settings), paths)

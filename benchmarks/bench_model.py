@@ -1,4 +1,4 @@
-"""Time segany against the official segment-anything package on this machine, same weights.
+"""Time segany against each family's reference package on this machine, same weights.
 
 Measures, for one image: the image encoder (`set_image`: resize, normalise, ViT), one
 interactive prompt (`predict`: prompt encoder, decoder, upscaling to the original size), and
@@ -8,13 +8,16 @@ image encoder in bfloat16 (`dtype`; the decoder stays float32), and with the dec
 bfloat16 too (`decoder_dtype`). Ratios are official / segany (> 1: segany is faster). `--memory`
 adds the peak RSS of a fresh process that loads the model and encodes the image once.
 `--arch default` times the bundled model (docs/models.md) against the official vit_b, the
-smallest official SAM (so the parity line is left out).
+smallest official SAM (so the parity line is left out). `--family mobile_sam|sam_hq` times
+MobileSAM (vit_t) against `mobile_sam`, SAM-HQ (hq_vit_b, or `--arch hq_vit_t` etc.) against
+`segment_anything_hq`; their "official" column is that reference.
 
 Both packages run in this one process, so the official one also runs with the allocator
 settings that creating a segany predictor applies (`segany.allocator`): the ratios are
 not flattered by them.
 
-    python benchmarks/bench_model.py [--arch vit_b|vit_l|vit_h|default] [--repeats 3] [--image PATH] [--memory]
+    python benchmarks/bench_model.py [--family sam|mobile_sam|sam_hq] [--arch NAME] [--repeats 3] [--image PATH]
+                                     [--memory]
 """
 
 import argparse
@@ -42,12 +45,14 @@ BATCH = 64
 RSS_CHILD = """
 import sys, numpy as np
 from PIL import Image
-impl, checkpoint, image = sys.argv[1:4]
+impl, checkpoint, image, arch = sys.argv[1:5]
 image = np.asarray(Image.open(image).convert("RGB"))
 if impl == "official":
+    import segany
     from segany.testing import official
-    sa = official.import_official()
-    predictor = sa.SamPredictor(sa.sam_model_registry[sys.argv[4]](checkpoint=checkpoint))
+    config = segany.CONFIGS[arch]
+    package = official.import_reference(official.REFERENCES[config.family])
+    predictor = package.SamPredictor(official.load_reference(config, checkpoint))
 else:
     import segany
     predictor = segany.SamPredictor(segany.load_model(checkpoint))
@@ -56,6 +61,9 @@ predictor.set_image(image)
 peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(peak_kib / 1024)
 """
+# Each family's architecture timed by default, and those it may time.
+FAMILY_ARCHS = {"sam": ["vit_b", "vit_l", "vit_h", "default"], "mobile_sam": ["vit_t"],
+                "sam_hq": ["hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_t"]}
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -79,23 +87,28 @@ def peak_rss_mib(impl: str, checkpoint: Path, image: Path, arch: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "default"])
+    parser.add_argument("--family", default="sam", choices=list(FAMILY_ARCHS))
+    parser.add_argument("--arch", choices=[arch for archs in FAMILY_ARCHS.values() for arch in archs],
+                        help="an architecture of the family (default: its first)")
     parser.add_argument("--repeats", type=int, default=3, help="timed encoder runs (decoder: more)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else REPO / "examples" / "chelsea.png")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS of encoding one image")
     args = parser.parse_args()
+    args.arch = args.arch or FAMILY_ARCHS[args.family][0]
+    if args.arch not in FAMILY_ARCHS[args.family]:
+        parser.error(f"--arch {args.arch} is not of the {args.family} family: {FAMILY_ARCHS[args.family]}")
 
-    sa = reference.import_official()
     image = np.asarray(Image.open(args.image).convert("RGB"))
     h, w = image.shape[:2]
     tmp = tempfile.TemporaryDirectory()
     official_arch = "vit_b" if args.arch == "default" else args.arch
-    official_checkpoint = reference.write_official_checkpoint(segany.CONFIGS[official_arch],
-                                                              Path(tmp.name) / f"{official_arch}.pth")
+    official_config = segany.CONFIGS[official_arch]
+    package = reference.import_reference(reference.REFERENCES[official_config.family])
+    official_checkpoint = reference.write_reference_checkpoint(official_config, Path(tmp.name) / f"{official_arch}.pth")
     checkpoint = segany.checkpoint.BUNDLED_MODELS["default"] if args.arch == "default" else official_checkpoint
     model = segany.load_model(checkpoint)
     variants = {
-        "official": sa.SamPredictor(sa.sam_model_registry[official_arch](checkpoint=str(official_checkpoint))),
+        "official": package.SamPredictor(reference.load_reference(official_config, official_checkpoint)),
         "segany fp32": segany.SamPredictor(model),
         "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
         "segany bf16+dec": segany.SamPredictor(model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16),
@@ -119,7 +132,8 @@ def main() -> None:
             p.predict_low_res_torch(coords, batch_labels)
         else:
             sparse, dense = p.model.prompt_encoder((coords, batch_labels), None, None)
-            p.model.mask_decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True)
+            hq = (False, p.interm_features) if hasattr(p, "interm_features") else ()  # SAM-HQ's extra inputs
+            p.model.mask_decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True, *hq)
 
     def batched_upscaled(p):
         p.predict_torch(p.transform.apply_coords_torch(batch_points, p.original_size), batch_labels)
@@ -142,7 +156,7 @@ def main() -> None:
         parity = (ours.features - theirs.features).abs().max() if args.arch != "default" else None
 
     names = list(variants)
-    against = " (official: vit_b)" if args.arch == "default" else ""
+    against = " (official: vit_b)" if args.arch == "default" else f" (official: {package.__name__})"
     print(f"{args.arch}{against}, image {args.image.name} ({w}x{h}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}\n")

@@ -28,7 +28,7 @@ from segany.testing import official as reference
 def export_official(config, state_dict, path: Path, quantize: bool) -> Path:
     from segment_anything.utils.onnx import SamOnnxModel
 
-    model = reference.build_official(config)
+    model = reference.build_reference(config)
     model.load_state_dict(state_dict)
     example = (torch.randn(1, 256, 64, 64), torch.rand(1, 3, 2) * 1024, torch.tensor([[1.0, 0.0, -1.0]]),
                torch.randn(1, 1, 256, 256), torch.tensor([1.0]), torch.tensor([768.0, 1024.0]))
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1, as in a page)")
     args = parser.parse_args()
     config = CONFIGS[args.arch]
-    state_dict = reference.random_official_state_dict(config)
+    state_dict = reference.random_reference_state_dict(config)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "model.pth"

@@ -5,7 +5,7 @@ Switching from Meta's package is one import:
 """
 
 from .amg import SamAutomaticMaskGenerator
-from .build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
+from .build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, build_sam_vit_t, sam_model_registry
 from .checkpoint import convert_checkpoint, detect_config, load_model, random_model, save_model
 from .errors import CheckpointError, ImageError, SegAnyError
 from .modeling import CONFIGS, Sam, SamConfig, build_sam
@@ -28,6 +28,7 @@ __all__ = [
     "build_sam_vit_b",
     "build_sam_vit_h",
     "build_sam_vit_l",
+    "build_sam_vit_t",
     "convert_checkpoint",
     "detect_config",
     "load_model",

@@ -6,13 +6,14 @@ of a state dict without a config is worked out from its tensor shapes.
 """
 
 import json
+import math
 import os
 import pickle
 import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -27,13 +28,20 @@ PathLike = Union[str, Path]
 
 SAFETENSORS_FORMAT = "segany"
 
-# Meta's released checkpoints, found by name in `weights_dir()` (they cannot be bundled).
-OFFICIAL_CHECKPOINTS: Dict[str, Tuple[str, str]] = {
-    "sam_vit_h": ("vit_h", "sam_vit_h_4b8939.pth"),
-    "sam_vit_l": ("vit_l", "sam_vit_l_0b3195.pth"),
-    "sam_vit_b": ("vit_b", "sam_vit_b_01ec64.pth"),
+# The released checkpoints of each family, found by name in `weights_dir()` (they cannot be
+# bundled): name -> (architecture, file name, where to download it).
+_META = "https://dl.fbaipublicfiles.com/segment_anything/"
+_SAM_HQ = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+OFFICIAL_CHECKPOINTS: Dict[str, Tuple[str, str, str]] = {
+    "sam_vit_h": ("vit_h", "sam_vit_h_4b8939.pth", _META),
+    "sam_vit_l": ("vit_l", "sam_vit_l_0b3195.pth", _META),
+    "sam_vit_b": ("vit_b", "sam_vit_b_01ec64.pth", _META),
+    "mobile_sam": ("vit_t", "mobile_sam.pt", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/"),
+    "sam_hq_vit_h": ("hq_vit_h", "sam_hq_vit_h.pth", _SAM_HQ),
+    "sam_hq_vit_l": ("hq_vit_l", "sam_hq_vit_l.pth", _SAM_HQ),
+    "sam_hq_vit_b": ("hq_vit_b", "sam_hq_vit_b.pth", _SAM_HQ),
+    "sam_hq_vit_tiny": ("hq_vit_t", "sam_hq_vit_tiny.pth", _SAM_HQ),
 }
-OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 # Models that ship inside the package (docs/models.md describes them).
 BUNDLED_MODELS: Dict[str, Path] = {"default": Path(__file__).parent / "weights" / "default.safetensors"}
@@ -55,12 +63,12 @@ def resolve_source(source: PathLike) -> Path:
         return BUNDLED_MODELS[str(source)]
     if str(source) not in OFFICIAL_CHECKPOINTS:
         return path
-    _, filename = OFFICIAL_CHECKPOINTS[str(source)]
+    _, filename, url = OFFICIAL_CHECKPOINTS[str(source)]
     located = weights_dir() / filename
     if not located.exists():
         raise CheckpointError(
             f"{source}: {filename} is not in {weights_dir()} (set SEGANY_WEIGHTS); "
-            f"download it from {OFFICIAL_URL}{filename}"
+            f"download it from {url}{filename}"
         )
     return located
 
@@ -144,17 +152,19 @@ def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[SamConfig]]:
 
 
 def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> SamConfig:
-    """Work out the architecture of a ViT SAM state dict from its tensor shapes.
+    """Work out the architecture of a SAM, MobileSAM or SAM-HQ state dict from its keys and shapes.
 
-    Decoder head count is not visible in shapes; it is taken as the official 8. A convolutional
-    encoder's input size and stride are not in its shapes: such models live in .safetensors
-    files, whose metadata holds the config.
+    Decoder head count is not visible in shapes; it is taken as the official 8. TinyViT's input
+    size is not in its shapes either: it is taken as MobileSAM's 1024. A MobileNetV2 encoder's
+    input size and stride are not in its shapes: such models live in .safetensors files, whose
+    metadata holds the config.
     """
     if "image_encoder.trunk.stem.weight" in state_dict:
         raise CheckpointError(
             f"{source}: a MobileNetV2-encoder model without its config (its input size is not in the "
             "tensors); load the .safetensors file it was saved as"
         )
+
     def get(key: str) -> torch.Tensor:
         if key not in state_dict:
             raise CheckpointError(
@@ -166,27 +176,15 @@ def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> Sam
         indexes = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
         return max(indexes) + 1 if indexes else 0
 
-    enc = "image_encoder."
-    patch = get(enc + "patch_embed.proj.weight")  # C, 3, p, p
-    embed_dim, patch_size = patch.shape[0], patch.shape[2]
-    grid = get(enc + "pos_embed").shape[1]
-    depth = count(r"image_encoder\.blocks\.(\d+)\.")
-    rel_pos_lengths = [get(f"{enc}blocks.{i}.attn.rel_pos_h").shape[0] for i in range(depth)]
-    head_dim = get(enc + "blocks.0.attn.rel_pos_h").shape[1]
-    global_indexes = tuple(i for i, n in enumerate(rel_pos_lengths) if n == 2 * grid - 1)
-    windowed = [n for n in rel_pos_lengths if n != 2 * grid - 1]
-    window_size = (windowed[0] + 1) // 2 if windowed else 0
-    prompt_dim = get(enc + "neck.0.weight").shape[0]
+    if "image_encoder.layers.0.blocks.0.conv1.c.weight" in state_dict:
+        encoder = _tiny_vit_fields(get, count)
+    else:
+        encoder = _vit_fields(get, count)
+    prompt_dim = get("image_encoder.neck.0.weight").shape[0]
     attn_width = get("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight").shape[0]
     return SamConfig(
-        encoder_embed_dim=embed_dim,
-        encoder_depth=depth,
-        encoder_num_heads=embed_dim // head_dim,
-        encoder_global_attn_indexes=global_indexes,
-        encoder_mlp_ratio=get(enc + "blocks.0.mlp.lin1.weight").shape[0] / embed_dim,
-        encoder_window_size=window_size,
-        image_size=grid * patch_size,
-        patch_size=patch_size,
+        **encoder,
+        decoder=decoder_of(state_dict),
         prompt_embed_dim=prompt_dim,
         mask_in_chans=get("prompt_encoder.mask_downscaling.3.weight").shape[0],
         decoder_depth=count(r"mask_decoder\.transformer\.layers\.(\d+)\."),
@@ -195,6 +193,52 @@ def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> Sam
         num_multimask_outputs=get("mask_decoder.mask_tokens.weight").shape[0] - 1,
         iou_head_depth=count(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
         iou_head_hidden_dim=get("mask_decoder.iou_prediction_head.layers.0.weight").shape[0],
+    )
+
+
+def _vit_fields(get: Callable[[str], torch.Tensor], count: Callable[[str], int]) -> Dict[str, Any]:
+    """SamConfig fields of a ViT image encoder (SAM, SAM-HQ)."""
+    enc = "image_encoder."
+    patch = get(enc + "patch_embed.proj.weight")  # C, 3, p, p
+    embed_dim, patch_size = patch.shape[0], patch.shape[2]
+    grid = get(enc + "pos_embed").shape[1]
+    depth = count(r"image_encoder\.blocks\.(\d+)\.")
+    rel_pos_lengths = [get(f"{enc}blocks.{i}.attn.rel_pos_h").shape[0] for i in range(depth)]
+    head_dim = get(enc + "blocks.0.attn.rel_pos_h").shape[1]
+    windowed = [n for n in rel_pos_lengths if n != 2 * grid - 1]
+    return dict(
+        encoder_embed_dim=embed_dim,
+        encoder_depth=depth,
+        encoder_num_heads=embed_dim // head_dim,
+        encoder_global_attn_indexes=tuple(i for i, n in enumerate(rel_pos_lengths) if n == 2 * grid - 1),
+        encoder_mlp_ratio=get(enc + "blocks.0.mlp.lin1.weight").shape[0] / embed_dim,
+        encoder_window_size=(windowed[0] + 1) // 2 if windowed else 0,
+        image_size=grid * patch_size,
+        patch_size=patch_size,
+    )
+
+
+def _tiny_vit_fields(get: Callable[[str], torch.Tensor], count: Callable[[str], int]) -> Dict[str, Any]:
+    """SamConfig fields of a TinyViT image encoder (MobileSAM): per stage its width (from the
+    first block) and block count, per attention stage its heads and window side (the
+    attention-bias table of a ws x ws window has ws^2 offsets per head)."""
+    layers = "image_encoder.layers"
+    dims = [get(f"{layers}.0.blocks.0.conv1.c.weight").shape[1]]
+    heads, windows = [], []
+    for i in range(1, 4):
+        biases = get(f"{layers}.{i}.blocks.0.attn.attention_biases")  # heads, ws^2
+        dims.append(get(f"{layers}.{i}.blocks.0.attn.qkv.weight").shape[1])
+        heads.append(biases.shape[0])
+        windows.append(math.isqrt(biases.shape[1]))
+    return dict(
+        encoder="tiny_vit",
+        encoder_stage_dims=tuple(dims),
+        encoder_stage_depths=tuple(count(rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.") for i in range(4)),
+        encoder_stage_heads=tuple(heads),
+        encoder_stage_windows=tuple(windows),
+        encoder_mlp_ratio=get(f"{layers}.1.blocks.0.mlp.fc1.weight").shape[0] / dims[1],
+        image_size=1024,
+        patch_size=16,
     )
 
 
@@ -236,12 +280,9 @@ def read_checked(source: PathLike) -> Tuple[StateDict, SamConfig, Path]:
     return state_dict, config, path
 
 
-def load_weights(model: Sam, source: PathLike) -> Sam:
-    """Load a checkpoint file into an existing model, checking keys and shapes first."""
-    state_dict, _ = read_checkpoint(source)
-    check_state_dict(model, state_dict, source)
-    model.load_state_dict(state_dict)
-    return model
+def decoder_of(state_dict: StateDict) -> str:
+    """`SamConfig.decoder` of a state dict: "hq" where SAM-HQ's output token is present."""
+    return "hq" if "mask_decoder.hf_token.weight" in state_dict else "sam"
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
@@ -297,13 +338,21 @@ def write_checkpoint(state_dict: StateDict, path: PathLike, config: Optional[Sam
         with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=metadata)
     elif path.suffix in (".pth", ".pt"):
-        if config is not None and config.encoder != "vit":
-            raise CheckpointError(f"{path}: the .pth layout holds no config, which a {config.encoder} "
-                                  "model needs to load again; use .safetensors")
+        if config is not None and not _detected_as(state_dict, config):
+            raise CheckpointError(f"{path}: the .pth layout holds no config, and this {config.family} model's "
+                                  "cannot be read back from its shapes; use .safetensors")
         with atomic_path(path) as tmp:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r} (use .safetensors or .pth)")
+
+
+def _detected_as(state_dict: StateDict, config: SamConfig) -> bool:
+    """Whether `detect_config` reads `config` back from these tensors."""
+    try:
+        return detect_config(state_dict) == config
+    except CheckpointError:
+        return False
 
 
 def convert_checkpoint(source: PathLike, destination: PathLike) -> SamConfig:

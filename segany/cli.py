@@ -30,7 +30,7 @@ from .errors import SegAnyError
 from .fileio import remove_stale_temp_files, write_files_atomic, write_text_atomic
 from .image_io import IMAGE_SUFFIXES, png_bytes, read_image
 from .masks import mask_to_bbox, mask_to_rle, rle_to_mask
-from .modeling import CONFIGS, config_name
+from .modeling import CONFIGS, build_sam, config_name
 from .predictor import SamPredictor
 from .validation import check_number
 from .visualize import overlay_masks
@@ -486,11 +486,14 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    state_dict, config, _ = read_checked(args.checkpoint)
-    parts = {part: sum(t.numel() for k, t in state_dict.items() if k.startswith(part + "."))
+    _, config, _ = read_checked(args.checkpoint)
+    with torch.device("meta"):  # shapes only: batch-norm statistics are not parameters
+        model = build_sam(config)
+    parts = {part: sum(p.numel() for p in getattr(model, part).parameters())
              for part in ("image_encoder", "prompt_encoder", "mask_decoder")}
-    print(json.dumps({"architecture": config_name(config), "encoder": config.describe_encoder(),
-                      "parameters": sum(t.numel() for t in state_dict.values()), "parameters_by_part": parts,
+    print(json.dumps({"family": config.family, "architecture": config_name(config),
+                      "encoder": config.describe_encoder(),
+                      "parameters": sum(parts.values()), "parameters_by_part": parts,
                       "config": config.to_dict()}, indent=1))
 
 
@@ -565,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segany", description="Segment Anything on the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = (
-        "checkpoint: an official sam_vit_*.pth, a segany .safetensors, 'default' (the bundled model) "
-        f"or a name of Meta's ({', '.join(OFFICIAL_CHECKPOINTS)}) found in $SEGANY_WEIGHTS"
+        "checkpoint: a released SAM, MobileSAM or SAM-HQ .pth, a segany .safetensors, 'default' (the "
+        f"bundled model) or a released checkpoint's name ({', '.join(OFFICIAL_CHECKPOINTS)}) found in "
+        "$SEGANY_WEIGHTS"
     )
 
     seg = sub.add_parser("segment", help="segment an image from point and box prompts")

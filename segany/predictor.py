@@ -5,7 +5,7 @@ Same methods, signatures, shapes and coordinate conventions as `segment_anything
 `set_embedding` to reuse an embedding computed elsewhere.
 """
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,12 @@ Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
 PROMPTS_PER_DECODER_CALL = 4
 # Point labels of the prompt encoder: -1 padding, 0 background, 1 foreground, 2 and 3 box corners.
 POINT_LABELS = (-1, 0, 1, 2, 3)
+
+
+def _as_batch_of_one(array: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+    """A tensor of an image's features with the leading batch axis of 1 added if missing."""
+    tensor = array if torch.is_tensor(array) else torch.as_tensor(np.asarray(array))
+    return tensor if tensor.ndim == 4 else tensor[None]
 
 
 def _check_shape(name: str, array: np.ndarray, expected: Tuple[Optional[int], ...], shape_text: str) -> None:
@@ -83,6 +89,7 @@ class SamPredictor:
         """Forget the current image and its embedding."""
         self.is_image_set = False
         self.features: Optional[torch.Tensor] = None
+        self.high_res_features: Tuple[torch.Tensor, ...] = ()
         # Per image, made on first use: the grid's positional encoding and the decoder's
         # prompt-independent work.
         self._image_pe: Optional[torch.Tensor] = None
@@ -116,32 +123,45 @@ class SamPredictor:
             )
         self.reset_image()
         with self._precision(self.dtype):
-            features = self.model.image_encoder(self.model.preprocess(transformed_image.to(self.device)))
-        self._set_features(features.float(), tuple(original_image_size), tuple(transformed_image.shape[-2:]))
+            features, high_res = self.model.encode_image(self.model.preprocess(transformed_image.to(self.device)))
+        self._set_features(features.float(), tuple(f.float() for f in high_res), tuple(original_image_size),
+                           tuple(transformed_image.shape[-2:]))
 
     def set_embedding(
-        self, embedding: Union[np.ndarray, torch.Tensor], original_image_size: Tuple[int, int]
+        self,
+        embedding: Union[np.ndarray, torch.Tensor],
+        original_image_size: Tuple[int, int],
+        high_res_features: Sequence[Union[np.ndarray, torch.Tensor]] = (),
     ) -> None:
         """Use an embedding from `get_image_embedding()` (e.g. saved as .npy) instead of `set_image`.
 
-        embedding: (1, C, g, g) or (C, g, g); original_image_size: (H, W) of the image it came from.
+        embedding: (1, C, g, g) or (C, g, g); original_image_size: (H, W) of the image it came from;
+        high_res_features: `get_high_res_features()` of that image, for models whose decoder
+        takes them (SAM-HQ), each (1, ...) or without the leading 1.
         """
-        features = embedding if torch.is_tensor(embedding) else torch.as_tensor(np.asarray(embedding))
-        if features.ndim == 3:
-            features = features[None]
+        features = _as_batch_of_one(embedding)
         c = self.model.prompt_encoder.embed_dim
         g = self.model.prompt_encoder.image_embedding_size
         if tuple(features.shape) != (1, c, *g):
             raise SegAnyError(f"embedding must have shape (1, {c}, {g[0]}, {g[1]}), got {tuple(features.shape)}")
+        expected = self.model.high_res_feature_shapes()
+        high_res = tuple(_as_batch_of_one(f) for f in high_res_features)
+        if tuple(tuple(f.shape[1:]) for f in high_res) != expected:
+            raise SegAnyError(f"high_res_features must be {len(expected)} arrays of shapes "
+                              f"{[(1, *shape) for shape in expected]} for this model, got "
+                              f"{[tuple(f.shape) for f in high_res]}")
         h, w = (int(v) for v in original_image_size)
         if h <= 0 or w <= 0:
             raise SegAnyError(f"original_image_size must be positive (H, W), got {original_image_size}")
         self.reset_image()
         input_size = self.transform.get_preprocess_shape(h, w, self.model.image_encoder.img_size)
-        self._set_features(features.to(self.device, torch.float), (h, w), input_size)
+        self._set_features(features.to(self.device, torch.float),
+                           tuple(f.to(self.device, torch.float) for f in high_res), (h, w), input_size)
 
-    def _set_features(self, features: torch.Tensor, original_size: Tuple[int, ...], input_size: Tuple[int, ...]):
+    def _set_features(self, features: torch.Tensor, high_res: Tuple[torch.Tensor, ...],
+                      original_size: Tuple[int, ...], input_size: Tuple[int, ...]):
         self.features = features
+        self.high_res_features = high_res
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.is_image_set = True
@@ -150,6 +170,12 @@ class SamPredictor:
         """Embedding of the current image: (1, C, g, g), (1, 256, 64, 64) for SAM."""
         self._require_image()
         return self.features
+
+    def get_high_res_features(self) -> Tuple[torch.Tensor, ...]:
+        """The decoder's other inputs for the current image (`Sam.encode_image`): none for SAM's
+        decoder, SAM-HQ's fused early features (1, C/8, 4g, 4g)."""
+        self._require_image()
+        return self.high_res_features
 
     def _require_image(self) -> None:
         if not self.is_image_set:
@@ -163,6 +189,7 @@ class SamPredictor:
         mask_input: Optional[np.ndarray] = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> Prediction:
         """Masks for one prompt on the current image.
 
@@ -171,11 +198,14 @@ class SamPredictor:
                 0 background.
             box: (4,) x0,y0,x1,y1 in original image pixels.
             mask_input: (1, 256, 256) low-res logits from a previous call.
-            multimask_output: three masks for an ambiguous prompt, else one.
+            multimask_output: three masks for an ambiguous prompt, else one (SAM-HQ: the best of
+                the three, else the single-mask output, each with the HQ mask added).
             return_logits: return logits instead of boolean masks.
+            hq_token_only: SAM-HQ models: the HQ token's mask alone.
         Returns:
             masks (C, H, W) bool (float32 logits with return_logits), predicted IoU (C,),
-            low-res logits (C, 256, 256); C is 3 with multimask_output, else 1.
+            low-res logits (C, 256, 256); C is 3 with multimask_output, else 1 (always 1 for
+            SAM-HQ).
         """
         points = None if point_coords is None else np.asarray(point_coords)
         labels = None if point_labels is None else np.asarray(point_labels)
@@ -196,6 +226,7 @@ class SamPredictor:
             mask_input=None if mask_input is None else mask_input[None],
             multimask_output=multimask_output,
             return_logits=return_logits,
+            hq_token_only=hq_token_only,
         )
         return masks[0], scores[0], low_res[0]
 
@@ -207,6 +238,7 @@ class SamPredictor:
         mask_input: Optional[np.ndarray] = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> Prediction:
         """Masks for B prompts on the current image in one decoder call.
 
@@ -246,7 +278,8 @@ class SamPredictor:
         if len(sizes) > 1:
             raise SegAnyError(f"points, boxes and mask_input hold different numbers of prompts: {sorted(sizes)}")
         logits, scores, low_res = self.predict_torch(
-            coords_torch, labels_torch, boxes_torch, mask_torch, multimask_output, return_logits=True
+            coords_torch, labels_torch, boxes_torch, mask_torch, multimask_output, return_logits=True,
+            hq_token_only=hq_token_only,
         )
         masks = logits.cpu().numpy()
         if not return_logits:
@@ -260,6 +293,7 @@ class SamPredictor:
         multimask_output: bool,
         has_mask_input: bool,
         iou_threshold: Optional[float] = None,
+        hq_token_only: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C).
 
@@ -268,6 +302,7 @@ class SamPredictor:
         whole batch would go to memory (64 prompts: 25 -> 20 ms per prompt). Elsewhere the whole
         batch at once: a GPU is kept busy by few large kernels, not many small ones.
         """
+        options = self.model.decoder_options(hq_token_only)
         per_call = PROMPTS_PER_DECODER_CALL if self.device.type == "cpu" else max(len(sparse), 1)
         if self._image_pe is None:
             self._image_pe = self.model.prompt_encoder.get_dense_pe()
@@ -285,6 +320,8 @@ class SamPredictor:
                 multimask_output=multimask_output,
                 image_side=image_side,
                 iou_threshold=iou_threshold,
+                high_res_features=self.high_res_features,
+                **options,
             )
             for start in range(0, max(len(sparse), 1), per_call)
         ]
@@ -301,6 +338,7 @@ class SamPredictor:
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = True,
         iou_threshold: Optional[float] = None,
+        hq_token_only: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """`predict_torch` without the upscaling: low-res logits (B, C, 256, 256) and IoU (B, C).
 
@@ -313,7 +351,7 @@ class SamPredictor:
         with self._precision(self.decoder_dtype):
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
             low_res_masks, iou_predictions = self._decode(
-                sparse, dense, multimask_output, mask_input is not None, iou_threshold
+                sparse, dense, multimask_output, mask_input is not None, iou_threshold, hq_token_only
             )
         return low_res_masks.float(), iou_predictions.float()
 
@@ -326,6 +364,7 @@ class SamPredictor:
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        hq_token_only: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prediction with prompts already in the resized frame (`ResizeLongestSide`).
 
@@ -338,7 +377,7 @@ class SamPredictor:
         """
         _check_prompts(point_coords, point_labels, boxes, mask_input)
         low_res_masks, iou_predictions = self.predict_low_res_torch(
-            point_coords, point_labels, boxes, mask_input, multimask_output
+            point_coords, point_labels, boxes, mask_input, multimask_output, hq_token_only=hq_token_only
         )
         masks = self.model.postprocess_masks(low_res_masks, self.input_size, self.original_size)
         if not return_logits:

@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import os
 import pwd
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from segany.testing import official as reference
-from segany.modeling import SamConfig
+from segany.modeling import CONFIGS, SamConfig
 from segany.server import find_ort_web
 from segany.testing.server import CHROMIUM, CHROMIUM_ARGS, free_port, start_server
 
@@ -20,6 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Reduced-depth vit_b: official widths, one windowed and one global block.
 SMALL_VIT_B = SamConfig(encoder_depth=2, encoder_global_attn_indexes=(1,))
+# SAM-HQ's decoder on the reduced-depth vit_b.
+SMALL_HQ_VIT_B = dataclasses.replace(SMALL_VIT_B, decoder="hq")
+# One model of each family, as the reference packages build them (tests/test_parity.py).
+FAMILY_MODELS = {
+    "sam": SMALL_VIT_B,
+    "mobile_sam": CONFIGS["vit_t"],
+    "sam_hq": SMALL_HQ_VIT_B,
+    "sam_hq_tiny": CONFIGS["hq_vit_t"],
+}
 # A very small model for API checks that do not need official sizes.
 MICRO = SamConfig(
     encoder_embed_dim=64,
@@ -68,12 +78,27 @@ def load_rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def small_vit_b_checkpoint(tmp_path_factory) -> Path:
     """Random official-layout weights of the reduced-depth vit_b, saved as Meta saves theirs."""
-    return reference.write_official_checkpoint(SMALL_VIT_B, tmp_path_factory.mktemp("ckpt") / "small_vit_b.pth")
+    return reference.write_reference_checkpoint(SMALL_VIT_B, tmp_path_factory.mktemp("ckpt") / "small_vit_b.pth")
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory, small_vit_b_checkpoint):
+    """name of FAMILY_MODELS -> random reference-layout weights of that model, written on first use."""
+    folder = tmp_path_factory.mktemp("families")
+    written = {"sam": small_vit_b_checkpoint}
+
+    def checkpoint(name: str) -> Path:
+        if name not in written:
+            seed = list(FAMILY_MODELS).index(name)
+            written[name] = reference.write_reference_checkpoint(FAMILY_MODELS[name], folder / f"{name}.pth", seed)
+        return written[name]
+
+    return checkpoint
 
 
 @pytest.fixture(scope="session")
 def micro_checkpoint(tmp_path_factory) -> Path:
-    return reference.write_official_checkpoint(MICRO, tmp_path_factory.mktemp("ckpt") / "micro.pth", seed=3)
+    return reference.write_reference_checkpoint(MICRO, tmp_path_factory.mktemp("ckpt") / "micro.pth", seed=3)
 
 
 # The annotation app (tests/server): databases (SQLite and a real local PostgreSQL), headless

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from segany.testing import official as reference
 import segany
-from conftest import MICRO
+from conftest import FAMILY_MODELS, MICRO
 from segany.checkpoint import read_checkpoint
 from segany.errors import CheckpointError
 
@@ -72,7 +72,8 @@ def test_half_precision_weights_load_as_float32(micro_checkpoint, tmp_path):
 
 def test_registry_builders_load_checkpoints(micro_checkpoint, tmp_path):
     sa = reference.import_official()
-    assert set(segany.sam_model_registry) == set(sa.sam_model_registry)
+    assert set(segany.sam_model_registry) == set(sa.sam_model_registry) | {"vit_t"}
+    assert set(segany.sam_model_registry) == set(reference.import_reference("mobile_sam").sam_model_registry)
     tiny = tmp_path / "tiny.pth"
     segany.save_model(segany.random_model("vit_tiny"), tiny)
     with pytest.raises(CheckpointError, match=r"shape mismatch for image_encoder\.blocks\.0\.attn\.proj\.bias"):
@@ -160,3 +161,30 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(CheckpointError, match="unknown checkpoint suffix"):
         segany.save_model(segany.random_model(MICRO), tmp_path / "model.bin")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["mobile_sam", "sam_hq", "sam_hq_tiny"])
+def test_other_families_detect_and_convert_bit_identically(family_checkpoint, tmp_path, model):
+    """A MobileSAM or SAM-HQ .pth in its reference's layout: family and sizes detected, .safetensors
+    with the config and back with the same bits, and the registry builder of its encoder loads it."""
+    config, pth = FAMILY_MODELS[model], family_checkpoint(model)
+    original = torch.load(pth)
+    st, back = tmp_path / "model.safetensors", tmp_path / "back.pth"
+    assert segany.convert_checkpoint(pth, st) == config
+    assert segany.convert_checkpoint(st, back) == config
+    assert_same_tensors(torch.load(back), original)
+    assert_same_tensors(segany.load_model(st).state_dict(), original)
+    if config.encoder == "tiny_vit":
+        built = segany.sam_model_registry["vit_t"](checkpoint=pth)
+        assert built.config == config
+        assert_same_tensors(built.state_dict(), original)
+
+
+@pytest.mark.parametrize("name", ["vit_t", "hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_t"])
+def test_released_family_sizes_are_detected_from_shapes(name):
+    """Every registered MobileSAM and SAM-HQ size, built on the meta device (no memory), is told
+    apart from its keys and shapes alone."""
+    config = segany.CONFIGS[name]
+    with torch.device("meta"):
+        state_dict = segany.modeling.build_sam(config).state_dict()
+    assert segany.checkpoint.detect_config(state_dict) == config

@@ -153,6 +153,18 @@ def test_init_convert_and_info(tmp_path, capsys, model_file):
     assert code != 0 and "use .safetensors" in err and not (tmp_path / "mobile.pth").exists()
 
 
+@pytest.mark.parametrize("name, family, parameters", [("vit_t", "MobileSAM", 10.13e6), ("hq_vit_t", "SAM-HQ", 10.58e6)])
+def test_info_names_the_family_of_a_reference_checkpoint(tmp_path, capsys, name, family, parameters):
+    """The released layouts (.pth, no config): family, size and parameters from the tensors."""
+    pth = tmp_path / f"{name}.pth"
+    assert run(capsys, "init", name, "-o", pth)[0] == 0
+    code, out, _ = run(capsys, "info", pth)
+    info = json.loads(out)
+    assert code == 0 and info["family"] == family and info["architecture"] == name
+    assert info["encoder"].startswith("TinyViT, stage widths [64, 128, 160, 320]")
+    assert info["parameters"] == pytest.approx(parameters, rel=1e-3)
+
+
 def test_console_script_runs_the_readme_demo(tmp_path):
     """The installed `segany` entry point, as the README uses it."""
     exe = shutil.which("segany") or str(Path(sys.executable).parent / "segany")

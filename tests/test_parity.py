@@ -1,7 +1,9 @@
-"""segany against the official `segment-anything==1.0` with the same weights, on real photographs.
+"""segany against each family's reference package with the same weights, on real photographs.
 
-Both sides load the same official-layout checkpoint of random weights; embeddings, low-res
-logits, upscaled mask logits and IoU predictions must agree within 1e-4 (fp32).
+SAM against the official `segment-anything==1.0`, MobileSAM against `mobilesam-mirror==1.0.0`,
+SAM-HQ against `segment-anything-hq==0.3`. Both sides load the same reference-layout checkpoint
+of random weights with noise on every tensor; embeddings, the decoder's other image inputs,
+low-res logits, upscaled mask logits and IoU predictions must agree within 1e-4 (fp32).
 """
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from segany.testing import official as reference
 import segany
 from segany.predictor import PROMPTS_PER_DECODER_CALL
-from conftest import SMALL_VIT_B, load_rgb
+from conftest import FAMILY_MODELS, load_rgb
 
 ATOL = 1e-4
 
@@ -21,6 +23,10 @@ PHOTOS = [
     "examples/groceries.jpg",  # 800x534, not a multiple of anything
     "bsds500/images/val/101085.jpg",  # 321x481 portrait
 ]
+# Model of FAMILY_MODELS -> the photos it is checked on (SAM-HQ's TinyViT shares both sides' code
+# with the other two, so one photo).
+CASES = [(model, photo) for model in ("sam", "mobile_sam", "sam_hq") for photo in PHOTOS]
+CASES.append(("sam_hq_tiny", PHOTOS[0]))
 
 
 def assert_same_prediction(ours, official):
@@ -38,15 +44,17 @@ def assert_same_prediction(ours, official):
         np.testing.assert_allclose(masks, ref_masks, rtol=0, atol=ATOL)
 
 
-@pytest.fixture(scope="module", params=PHOTOS)
-def predictors(request, shared_data, small_vit_b_checkpoint):
-    """(ours, official) predictors with the same photo set."""
-    sa = reference.import_official()
-    image = load_rgb(shared_data / request.param)
-    ours = segany.SamPredictor(segany.load_model(small_vit_b_checkpoint))
-    official_model = reference.build_official(SMALL_VIT_B)
-    official_model.load_state_dict(torch.load(small_vit_b_checkpoint))
-    official = sa.SamPredictor(official_model)
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: f"{case[0]}-{case[1].split('/')[-1]}")
+def predictors(request, shared_data, family_checkpoint):
+    """(ours, reference) predictors of one model with the same photo set."""
+    model, photo = request.param
+    config = FAMILY_MODELS[model]
+    checkpoint = family_checkpoint(model)
+    package = reference.import_reference(reference.REFERENCES[config.family])
+    image = load_rgb(shared_data / photo)
+    ours = segany.SamPredictor(segany.load_model(checkpoint))
+    assert ours.model.config == config
+    official = package.SamPredictor(reference.load_reference(config, checkpoint))
     ours.set_image(image)
     official.set_image(image)
     return ours, official
@@ -59,6 +67,21 @@ def test_image_embedding_matches(predictors):
     embedding, ref_embedding = ours.get_image_embedding(), official.get_image_embedding()
     assert embedding.shape == ref_embedding.shape == (1, 256, 64, 64)
     torch.testing.assert_close(embedding, ref_embedding, rtol=0, atol=ATOL)
+
+
+def test_high_res_features_match(predictors):
+    """SAM-HQ's fused early features, which its reference computes inside every decoder call."""
+    ours, official = predictors
+    features = ours.get_high_res_features()
+    if not hasattr(official, "interm_features"):
+        assert features == ()
+        return
+    decoder = official.model.mask_decoder
+    early = official.interm_features[0].permute(0, 3, 1, 2)
+    want = decoder.embedding_encoder(official.features) + decoder.compress_vit_feat(early)
+    (got,) = features
+    assert got.shape == want.shape == (1, 32, 256, 256)
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
 
 
 def _prompts(h, w):
@@ -83,6 +106,26 @@ def test_predict_matches(predictors, prompt, multimask):
             ours.predict(**kwargs, multimask_output=multimask, return_logits=return_logits),
             official.predict(**kwargs, multimask_output=multimask, return_logits=return_logits),
         )
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_hq_token_only_matches(predictors, multimask):
+    ours, official = predictors
+    if not ours.model.config.decoder == "hq":
+        with pytest.raises(segany.SegAnyError, match="hq_token_only"):
+            ours.predict(box=np.array([0, 0, 10, 10]), hq_token_only=True)
+        return
+    h, w = ours.original_size
+    for kwargs in _prompts(h, w).values():
+        assert_same_prediction(
+            ours.predict(**kwargs, multimask_output=multimask, return_logits=True, hq_token_only=True),
+            official.predict(**kwargs, multimask_output=multimask, return_logits=True, hq_token_only=True),
+        )
+    boxes = np.array([[0.1 * w, 0.1 * h, 0.5 * w, 0.6 * h], [0.4 * w, 0.2 * h, 0.9 * w, 0.9 * h]])
+    masks, scores, low_res = ours.predict_batch(boxes=boxes, return_logits=True, hq_token_only=True)
+    for i, box in enumerate(boxes):
+        assert_same_prediction((masks[i], scores[i], low_res[i]),
+                               official.predict(box=box, return_logits=True, hq_token_only=True))
 
 
 def test_mask_input_from_previous_call_matches(predictors):
@@ -165,11 +208,12 @@ def test_predict_batch_equals_official_one_by_one(predictors):
         assert_same_prediction((masks[i], scores[i], low_res[i]), official.predict(box=box, return_logits=True))
 
 
-def test_model_forward_matches(shared_data, small_vit_b_checkpoint):
+@pytest.mark.parametrize("model", ["sam", "mobile_sam", "sam_hq"])
+def test_model_forward_matches(shared_data, family_checkpoint, model):
     """`Sam.forward` on a batch of two images with prompts in the resized frame."""
-    ours = segany.load_model(small_vit_b_checkpoint)
-    official = reference.build_official(SMALL_VIT_B)
-    official.load_state_dict(torch.load(small_vit_b_checkpoint))
+    config, checkpoint = FAMILY_MODELS[model], family_checkpoint(model)
+    ours = segany.load_model(checkpoint)
+    official = reference.load_reference(config, checkpoint)
     transform = segany.ResizeLongestSide(1024)
     batch = []
     for name, box in (("examples/dog.jpg", [50, 60, 400, 500]), ("examples/groceries.jpg", [10, 10, 300, 200])):
@@ -196,7 +240,7 @@ def test_full_vit_b_matches_official(shared_data, tmp_path):
     """Full-size vit_b through the official builder and our registry and loader."""
     sa = reference.import_official()
     config = segany.CONFIGS["vit_b"]
-    checkpoint = reference.write_official_checkpoint(config, tmp_path / "sam_vit_b_random.pth", seed=7)
+    checkpoint = reference.write_reference_checkpoint(config, tmp_path / "sam_vit_b_random.pth", seed=7)
     official = sa.SamPredictor(sa.sam_model_registry["vit_b"](checkpoint=str(checkpoint)))
     loaded = segany.load_model(checkpoint)
     assert loaded.config == config

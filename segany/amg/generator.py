@@ -171,25 +171,28 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
 
     @torch.no_grad()
-    def generate(self, image: ImageLike, embedding: Optional[torch.Tensor] = None) -> List[Dict[str, Any]]:
+    def generate(self, image: ImageLike, embedding: Optional[torch.Tensor] = None,
+                 high_res_features: Sequence[torch.Tensor] = ()) -> List[Dict[str, Any]]:
         """Masks of everything in an (H, W, 3) RGB image, as records like the official generator's.
 
         Each record: segmentation (per output_mode), area (pixels), bbox [x, y, w, h],
         predicted_iou, point_coords [[x, y]], stability_score, crop_box [x, y, w, h].
         embedding: the whole image's embedding if already computed (`SamPredictor.get_image_embedding`,
-        (1, C, g, g)): the encoder then runs only for the zoomed-in crops.
+        (1, C, g, g)) with `SamPredictor.get_high_res_features()` for SAM-HQ: the encoder then runs
+        only for the zoomed-in crops.
         """
-        candidates = self.generate_candidates(image, embedding)
+        candidates = self.generate_candidates(image, embedding, high_res_features)
         return [self._record(candidates, i) for i in range(len(candidates))]
 
     @torch.no_grad()
-    def generate_candidates(self, image: ImageLike, embedding: Optional[torch.Tensor] = None) -> MaskCandidates:
+    def generate_candidates(self, image: ImageLike, embedding: Optional[torch.Tensor] = None,
+                            high_res_features: Sequence[torch.Tensor] = ()) -> MaskCandidates:
         """The kept masks as `MaskCandidates`, before they are turned into records."""
         image = to_rgb_uint8(image)
         image_size = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
         candidates = MaskCandidates.concatenate(
-            [self._process_crop(image, box, layer, embedding if layer == 0 else None)
+            [self._process_crop(image, box, layer, embedding if layer == 0 else None, high_res_features)
              for box, layer in zip(crop_boxes, layers)]
         )
         if len(crop_boxes) > 1:
@@ -199,14 +202,15 @@ class SamAutomaticMaskGenerator:
             candidates = self._remove_small_regions(candidates)
         return candidates
 
-    def _process_crop(self, image: np.ndarray, crop_box: Box, layer: int,
-                      embedding: Optional[torch.Tensor]) -> MaskCandidates:
+    def _process_crop(self, image: np.ndarray, crop_box: Box, layer: int, embedding: Optional[torch.Tensor],
+                      high_res_features: Sequence[torch.Tensor]) -> MaskCandidates:
+        """embedding (with its high_res_features): the crop's, if already computed."""
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         if embedding is None:
             self.predictor.set_image(crop)
         else:
-            self.predictor.set_embedding(embedding, crop.shape[:2])
+            self.predictor.set_embedding(embedding, crop.shape[:2], high_res_features)
         points = self.point_grids[layer] * np.array(crop.shape[1::-1])  # x, y in crop pixels
         found = MaskCandidates.concatenate(
             [
@@ -231,8 +235,9 @@ class SamAutomaticMaskGenerator:
         low_res, iou_preds = predictor.predict_low_res_torch(
             coords[:, None], labels, multimask_output=True, iou_threshold=iou_threshold
         )
-        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).cpu()  # B*3 masks
-        points = torch.as_tensor(points).repeat_interleave(3, dim=0)
+        per_point = low_res.shape[1]  # 3 ambiguity-aware masks; SAM-HQ's decoder gives 1
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).cpu()  # B*per_point masks
+        points = torch.as_tensor(points).repeat_interleave(per_point, dim=0)
         if self.pred_iou_thresh > 0:
             keep = iou_preds > self.pred_iou_thresh
             low_res, iou_preds, points = low_res[keep.to(device)], iou_preds[keep], points[keep]

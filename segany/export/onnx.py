@@ -98,7 +98,11 @@ def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False
                    quantize: bool = False, full_size: bool = True) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
     dynamic quantisation of its weights. Returns the path."""
-    wrapper = OnnxDecoder(model.float().eval(), single_mask, stability_score, full_size=full_size)
+    if model.mask_decoder.uses_early_features:
+        raise SegAnyError("ONNX export: SAM-HQ's decoder graph (with its hq_features input) is not available "
+                          "yet, so neither is the browser page; SAM-HQ models run in the PyTorch predictor")
+    # eval() on the wrapper too: the exporter restores the wrapper's mode on every submodule.
+    wrapper = OnnxDecoder(model.float(), single_mask, stability_score, full_size=full_size).eval()
     c, (h, w) = model.prompt_encoder.embed_dim, model.prompt_encoder.image_embedding_size
     example = (torch.randn(1, c, h, w), torch.randint(0, model.image_size, (1, 3, 2)).float(),
                torch.tensor([[1.0, 0.0, -1.0]]), torch.randn(1, 1, 4 * h, 4 * w), torch.tensor([1.0]),
@@ -108,12 +112,25 @@ def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False
     return _export(wrapper, example, DECODER_INPUTS, outputs, dynamic, path, quantize)
 
 
+class OnnxEncoder(nn.Module):
+    """The image encoder with the decoder's other image inputs (`Sam.encode_image`) as outputs."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        embedding, high_res = self.model.encode_image(image)
+        return (embedding, *high_res)
+
+
 def export_encoder(model: Sam, path: Union[str, Path], quantize: bool = False) -> Path:
     """Write the image encoder graph: input "image" [1, 3, S, S] (resized, normalised, padded as
-    `Sam.preprocess` makes it), output "image_embeddings"."""
+    `Sam.preprocess` makes it), output "image_embeddings" and, for SAM-HQ, "hq_features"
+    [1, C/8, 4h, 4w] (`SamPredictor.get_high_res_features`)."""
     example = (torch.randn(1, 3, model.image_size, model.image_size),)
-    encoder = model.float().eval().image_encoder
-    return _export(encoder, example, ("image",), ("image_embeddings",), {}, path, quantize)
+    outputs = ("image_embeddings",) + ("hq_features",) * len(model.high_res_feature_shapes())
+    return _export(OnnxEncoder(model.float()).eval(), example, ("image",), outputs, {}, path, quantize)
 
 
 def _export(module: nn.Module, example: tuple, inputs, outputs, dynamic: dict, path: Union[str, Path],

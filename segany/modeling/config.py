@@ -1,7 +1,8 @@
 """Model configurations and the builder that turns one into a `Sam`.
 
 The image encoder is a plug-in: `SamConfig.encoder` names an entry of `ENCODERS`, a function
-that builds it from the config. The prompt encoder and mask decoder are SAM's for every one.
+that builds it from the config; `SamConfig.decoder` names the mask decoder ("sam", or "hq" for
+SAM-HQ's, which also reads the encoder's early features). The prompt encoder is SAM's for all.
 """
 
 import dataclasses
@@ -15,9 +16,11 @@ from ..validation import check_field_types, check_number
 
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
+from .mask_decoder_hq import MaskDecoderHQ
 from .mobilenet import ImageEncoderMobileNet
 from .prompt_encoder import PromptEncoder
 from .sam import PIXEL_MEAN, PIXEL_STD, Sam
+from .tiny_vit import ImageEncoderTinyViT
 from .transformer import TwoWayTransformer
 
 
@@ -25,18 +28,25 @@ from .transformer import TwoWayTransformer
 class SamConfig:
     """Every size of a SAM model. Defaults are those of the official models.
 
-    encoder: "vit" (the official encoder; the encoder_* fields size it) or "mobilenet_v2"
-    (`ImageEncoderMobileNet`; its output stride is patch_size). patch_size: input pixels per
-    embedding cell, so the embedding grid is image_size // patch_size.
+    encoder: "vit" (the official encoder; the encoder_* fields size it), "tiny_vit"
+    (MobileSAM's; encoder_stage_dims and _depths size its 4 stages, encoder_stage_heads and
+    _windows its 3 attention stages, encoder_mlp_ratio its MLPs and MBConv expansion) or "mobilenet_v2" (`ImageEncoderMobileNet`; its output stride is
+    patch_size). patch_size: input pixels per embedding cell, so the embedding grid is
+    image_size // patch_size. decoder: "sam" or "hq" (SAM-HQ).
     """
 
     encoder: str = "vit"
+    decoder: str = "sam"
     encoder_embed_dim: int = 768
     encoder_depth: int = 12
     encoder_num_heads: int = 12
     encoder_global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
     encoder_mlp_ratio: float = 4.0
     encoder_window_size: int = 14
+    encoder_stage_dims: Tuple[int, ...] = ()
+    encoder_stage_depths: Tuple[int, ...] = ()
+    encoder_stage_heads: Tuple[int, ...] = ()
+    encoder_stage_windows: Tuple[int, ...] = ()
     image_size: int = 1024
     patch_size: int = 16
     prompt_embed_dim: int = 256
@@ -52,6 +62,13 @@ class SamConfig:
     pixel_std: Tuple[float, float, float] = PIXEL_STD
 
     @property
+    def family(self) -> str:
+        """The model family, as users name it."""
+        if self.decoder == "hq":
+            return "SAM-HQ"
+        return {"vit": "SAM", "tiny_vit": "MobileSAM", "mobilenet_v2": "segany"}[self.encoder]
+
+    @property
     def embedding_size(self) -> int:
         """Side of the image embedding grid (64 for SAM)."""
         return self.image_size // self.patch_size
@@ -60,6 +77,8 @@ class SamConfig:
         check_field_types(self, "model config")
         if self.encoder not in ENCODERS:
             raise SegAnyError(f"unknown encoder {self.encoder!r}; known: {', '.join(ENCODERS)}")
+        if self.decoder not in DECODERS:
+            raise SegAnyError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -83,6 +102,34 @@ class SamConfig:
         if self.encoder == "mobilenet_v2" and self.patch_size not in (8, 16, 32):
             raise SegAnyError(f"model config: a mobilenet_v2 encoder's patch_size (output stride) must be "
                               f"8, 16 or 32, got {self.patch_size}")
+        if self.encoder == "tiny_vit":
+            self._check_tiny_vit()
+        if self.decoder == "hq" and self.encoder not in ("vit", "tiny_vit"):
+            raise SegAnyError(f"model config: the hq decoder needs a vit or tiny_vit encoder, not {self.encoder}")
+        if self.decoder == "hq" and self.encoder == "vit" and (not self.encoder_global_attn_indexes
+                                                               and self.encoder_window_size):
+            raise SegAnyError("model config: the hq decoder reads the first global-attention block of the ViT, "
+                              "and this one has none")
+
+    def _check_tiny_vit(self) -> None:
+        stages = {"encoder_stage_dims": (self.encoder_stage_dims, 4),
+                  "encoder_stage_depths": (self.encoder_stage_depths, 4),
+                  "encoder_stage_heads": (self.encoder_stage_heads, 3),
+                  "encoder_stage_windows": (self.encoder_stage_windows, 3)}
+        for name, (values, length) in stages.items():
+            if len(values) != length:
+                raise SegAnyError(f"model config: a tiny_vit encoder needs {length} {name}, got {list(values)}")
+            for value in values:
+                check_number(f"model config: {name}", value, integer=True, low=1)
+        for i, (dim, heads) in enumerate(zip(self.encoder_stage_dims[1:], self.encoder_stage_heads), 1):
+            if dim % heads:
+                raise SegAnyError(f"model config: encoder_stage_dims[{i}] {dim} is not a multiple of "
+                                  f"encoder_stage_heads[{i - 1}] {heads}")
+        if self.encoder_stage_dims[0] % 2:
+            raise SegAnyError(f"model config: encoder_stage_dims[0] must be even, got {self.encoder_stage_dims[0]}")
+        if self.patch_size != 16:
+            raise SegAnyError(f"model config: a tiny_vit encoder has output stride 16; patch_size must be 16, "
+                              f"got {self.patch_size}")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +140,9 @@ class SamConfig:
             return (f"ViT, width {self.encoder_embed_dim}, depth {self.encoder_depth}, "
                     f"{self.encoder_num_heads} heads, window {self.encoder_window_size}, "
                     f"global attention in blocks {list(self.encoder_global_attn_indexes)}")
+        if self.encoder == "tiny_vit":
+            return (f"TinyViT, stage widths {list(self.encoder_stage_dims)}, depths {list(self.encoder_stage_depths)}, "
+                    f"heads {list(self.encoder_stage_heads)}, windows {list(self.encoder_stage_windows)}")
         return f"{self.encoder}, output stride {self.patch_size}"
 
     @classmethod
@@ -122,6 +172,18 @@ def _vit_encoder(config: SamConfig) -> nn.Module:
     )
 
 
+def _tiny_vit_encoder(config: SamConfig) -> nn.Module:
+    return ImageEncoderTinyViT(
+        img_size=config.image_size,
+        stage_dims=config.encoder_stage_dims,
+        stage_depths=config.encoder_stage_depths,
+        stage_heads=config.encoder_stage_heads,
+        stage_windows=config.encoder_stage_windows,
+        mlp_ratio=config.encoder_mlp_ratio,
+        out_chans=config.prompt_embed_dim,
+    )
+
+
 def _mobilenet_encoder(config: SamConfig) -> nn.Module:
     return ImageEncoderMobileNet(img_size=config.image_size, out_chans=config.prompt_embed_dim,
                                  output_stride=config.patch_size)
@@ -129,8 +191,16 @@ def _mobilenet_encoder(config: SamConfig) -> nn.Module:
 
 # Image encoders by SamConfig.encoder: each maps a config to a module with `img_size`,
 # `layer_depth(name)`, `num_layers` and `gradient_checkpointing`, whose forward takes
-# (B, 3, image_size, image_size) normalised pixels to (B, prompt_embed_dim, grid, grid).
-ENCODERS: Dict[str, Callable[[SamConfig], nn.Module]] = {"vit": _vit_encoder, "mobilenet_v2": _mobilenet_encoder}
+# (B, 3, image_size, image_size) normalised pixels to (B, prompt_embed_dim, grid, grid); those
+# that can feed SAM-HQ also have `early_channels` and `forward_with_early`.
+ENCODERS: Dict[str, Callable[[SamConfig], nn.Module]] = {
+    "vit": _vit_encoder, "tiny_vit": _tiny_vit_encoder, "mobilenet_v2": _mobilenet_encoder,
+}
+# Mask decoders by SamConfig.decoder.
+DECODERS = ("sam", "hq")
+
+_TINY_VIT_5M = dict(encoder="tiny_vit", encoder_stage_dims=(64, 128, 160, 320), encoder_stage_depths=(2, 2, 6, 2),
+                    encoder_stage_heads=(4, 5, 10), encoder_stage_windows=(7, 14, 7))
 
 
 # The official architectures (Kirillov et al., 2023) and smaller ones built from the same classes.
@@ -142,6 +212,15 @@ CONFIGS: Dict[str, SamConfig] = {
         encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=(5, 11, 17, 23)
     ),
     "vit_b": SamConfig(),
+    # MobileSAM (Zhang et al., 2023): TinyViT-5M distilled from vit_h, SAM's decoder.
+    "vit_t": SamConfig(**_TINY_VIT_5M),
+    # SAM-HQ (Ke et al., 2023): SAM's encoders, the HQ decoder.
+    "hq_vit_h": SamConfig(decoder="hq", encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
+                          encoder_global_attn_indexes=(7, 15, 23, 31)),
+    "hq_vit_l": SamConfig(decoder="hq", encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
+                          encoder_global_attn_indexes=(5, 11, 17, 23)),
+    "hq_vit_b": SamConfig(decoder="hq"),
+    "hq_vit_t": SamConfig(decoder="hq", **_TINY_VIT_5M),
     # A CPU-sized encoder for tests and small trained models.
     "vit_tiny": SamConfig(
         encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=3, encoder_global_attn_indexes=(1, 3)
@@ -170,15 +249,20 @@ def config_name(config: SamConfig) -> str:
 def build_sam(config: SamConfig) -> Sam:
     """A randomly initialised `Sam` of the given sizes, in eval mode."""
     grid = config.embedding_size
+    image_encoder = ENCODERS[config.encoder](config)
+    decoder_class, decoder_options = MaskDecoder, {}
+    if config.decoder == "hq":
+        decoder_class, decoder_options = MaskDecoderHQ, {"early_dim": image_encoder.early_channels}
     sam = Sam(
-        image_encoder=ENCODERS[config.encoder](config),
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(config.image_size, config.image_size),
             mask_in_chans=config.mask_in_chans,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
+            **decoder_options,
             transformer_dim=config.prompt_embed_dim,
             transformer=TwoWayTransformer(
                 depth=config.decoder_depth,

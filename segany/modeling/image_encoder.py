@@ -43,6 +43,7 @@ class ImageEncoderViT(nn.Module):
         """
         super().__init__()
         self.img_size = img_size
+        self.early_channels = embed_dim
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_embed: Optional[nn.Parameter] = None
@@ -79,18 +80,26 @@ class ImageEncoderViT(nn.Module):
     def num_layers(self) -> int:
         return len(self.blocks) + 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, img_size, img_size) normalised pixels -> (B, out_chans, grid, grid)."""
+    def forward_with_early(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The embedding (B, out_chans, grid, grid) and the early features SAM-HQ fuses: the
+        output of the first global-attention block, (B, embed_dim, grid, grid) (None without one)."""
         x = self.patch_embed(x)  # B, grid, grid, C
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        early = None
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 # Training memory: keep block inputs only, recompute the rest during backward.
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+            if early is None and block.window_size == 0:
+                early = x
+        return self.neck(x.permute(0, 3, 1, 2)), None if early is None else early.permute(0, 3, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, img_size, img_size) normalised pixels -> (B, out_chans, grid, grid)."""
+        return self.forward_with_early(x)[0]
 
 
 class PatchEmbed(nn.Module):

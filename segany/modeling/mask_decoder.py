@@ -11,6 +11,9 @@ from .transformer import ImageSide, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
+    # Whether `image_features` needs the encoder's early features (SAM-HQ).
+    uses_early_features = False
+
     def __init__(
         self,
         *,
@@ -56,6 +59,7 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
         image_side: Optional[ImageSide] = None,
         iou_threshold: Optional[float] = None,
+        high_res_features: Tuple[torch.Tensor, ...] = (),
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predict masks for B prompts on one image.
 
@@ -68,6 +72,7 @@ class MaskDecoder(nn.Module):
             image_side: `prepare_image(...)` of this image and dense embedding, reused across calls.
             iou_threshold: skip the masks of prompts whose returned masks all have a predicted
                 IoU <= this; their logits are NaN (for callers that filter by predicted IoU).
+            high_res_features: `image_features(...)` of this image (none for SAM's decoder).
         Returns:
             mask logits (B, 3 or 1, 4H, 4W) and predicted IoU (B, 3 or 1).
         """
@@ -76,6 +81,16 @@ class MaskDecoder(nn.Module):
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, image_side, selected,
             iou_threshold,
         )
+
+    def image_features(self, image_embeddings: torch.Tensor,
+                       early_features: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
+        """The image-level inputs this decoder takes beside the embedding, computed once per image
+        from the embedding and (if `uses_early_features`) the encoder's early features."""
+        return ()
+
+    def image_feature_shapes(self, grid: Tuple[int, int]) -> Tuple[Tuple[int, ...], ...]:
+        """Shapes of `image_features` for one image whose embedding grid is `grid` (H, W)."""
+        return ()
 
     def prepare_image(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
@@ -102,26 +117,43 @@ class MaskDecoder(nn.Module):
         iou_threshold: as in `forward`; the predicted IoU comes before the masks, so masks that
         would be thrown away are never upscaled.
         """
-        bs = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
-        if image_side is None:
-            image_side = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        hs, keys = self._transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                                     image_side)
+        bs = hs.shape[0]
         h, w = image_pe.shape[-2:]
-
-        hs, keys = self.transformer(None, None, tokens, image_side=image_side)  # keys: B, H*W, C
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]
         token_ids = range(self.num_mask_tokens)[selected]
         hyper_in = torch.stack(
             [self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in token_ids], dim=1
         )  # B, M, C/8
-        keys = keys.expand(bs, -1, -1)
         if iou_threshold is not None:
             wanted = (iou_pred > iou_threshold).any(dim=1)
             masks = hyper_in.new_full((bs, len(token_ids), 4 * h, 4 * w), float("nan"))
             masks[wanted] = self._masks(hyper_in[wanted], keys[wanted], h, w)
             return masks, iou_pred
         return self._masks(hyper_in, keys, h, w), iou_pred
+
+    def output_tokens(self) -> torch.Tensor:
+        """(T, C): the IoU token, then the mask tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+
+    def _transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        image_side: Optional[ImageSide],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer over output + prompt tokens: token outputs (B, T + N, C) and
+        image keys (B, H*W, C)."""
+        bs = sparse_prompt_embeddings.shape[0]
+        output_tokens = self.output_tokens()
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(bs, -1, -1), sparse_prompt_embeddings], dim=1)
+        if image_side is None:
+            image_side = self.prepare_image(image_embeddings, image_pe, dense_prompt_embeddings)
+        hs, keys = self.transformer(None, None, tokens, image_side=image_side)
+        return hs, keys.expand(bs, -1, -1)
 
     def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W)."""

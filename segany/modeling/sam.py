@@ -1,11 +1,12 @@
 """The Segment Anything model: image encoder + prompt encoder + mask decoder."""
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import SegAnyError
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
@@ -44,20 +45,49 @@ class Sam(nn.Module):
     def image_size(self) -> int:
         return self.image_encoder.img_size
 
+    def run_image_encoder(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """`preprocess`ed pixels (B, 3, S, S) -> the image embedding (B, C, g, g) and the encoder's
+        early features if the decoder uses them (SAM-HQ), else None."""
+        if self.mask_decoder.uses_early_features:
+            return self.image_encoder.forward_with_early(pixels)
+        return self.image_encoder(pixels), None
+
+    def encode_image(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """`preprocess`ed pixels (B, 3, S, S) -> the image embedding (B, C, g, g) and the decoder's
+        other image-level inputs (`MaskDecoder.image_features`: none for SAM's decoder, SAM-HQ's
+        fused early features (B, C/8, 4g, 4g))."""
+        embedding, early = self.run_image_encoder(pixels)
+        return embedding, self.mask_decoder.image_features(embedding, early)
+
+    def high_res_feature_shapes(self) -> Tuple[Tuple[int, ...], ...]:
+        """Shapes (without the batch axis) of what `encode_image` returns beside the embedding."""
+        return self.mask_decoder.image_feature_shapes(self.prompt_encoder.image_embedding_size)
+
+    def decoder_options(self, hq_token_only: bool = False) -> Dict[str, Any]:
+        """Keyword arguments of the mask decoder for the options of its family."""
+        if not hq_token_only:
+            return {}
+        if not self.mask_decoder.uses_early_features:
+            raise SegAnyError("hq_token_only is an option of SAM-HQ models; this model has SAM's decoder")
+        return {"hq_token_only": True}
+
     @torch.no_grad()
-    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool) -> List[Dict[str, torch.Tensor]]:
+    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool,
+                hq_token_only: bool = False) -> List[Dict[str, torch.Tensor]]:
         """End-to-end prediction for a batch of images, each with its own prompts.
 
         Each input dict holds `image` (3, H, W) already resized so the long side is
         `image_size`, `original_size` (H, W), and optionally `point_coords` (B, N, 2),
         `point_labels` (B, N), `boxes` (B, 4), `mask_inputs` (B, 1, 256, 256), all in the
         resized frame. Each output dict holds `masks` (B, C, H, W) bool at the original size,
-        `iou_predictions` (B, C) and `low_res_logits` (B, C, 256, 256).
+        `iou_predictions` (B, C) and `low_res_logits` (B, C, 256, 256). hq_token_only: SAM-HQ's
+        option (`MaskDecoderHQ.forward`).
         """
+        options = self.decoder_options(hq_token_only)
         images = torch.stack([self.preprocess(record["image"]) for record in batched_input], dim=0)
-        embeddings = self.image_encoder(images)
+        embeddings, high_res = self.encode_image(images)
         outputs = []
-        for record, embedding in zip(batched_input, embeddings):
+        for index, (record, embedding) in enumerate(zip(batched_input, embeddings)):
             points = (record["point_coords"], record["point_labels"]) if "point_coords" in record else None
             sparse, dense = self.prompt_encoder(points, record.get("boxes"), record.get("mask_inputs"))
             low_res, iou = self.mask_decoder(
@@ -66,6 +96,8 @@ class Sam(nn.Module):
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
+                high_res_features=tuple(features[index : index + 1] for features in high_res),
+                **options,
             )
             masks = self.postprocess_masks(low_res, record["image"].shape[-2:], record["original_size"])
             outputs.append(

@@ -211,8 +211,10 @@ def create_app(services: Services) -> FastAPI:
         added = 0
         with prefill_lock:  # in this process, a second request sees the first one's result
             if not services.store.prefilled(name, who.id):
-                embedding = torch.from_numpy(services.embeddings.get(path).embedding)
-                records = services.embeddings.run(services.prefill.generate, read_image(path), embedding=embedding)
+                found = services.embeddings.get(path)
+                records = services.embeddings.run(services.prefill.generate, read_image(path),
+                                                  torch.from_numpy(found.embedding),
+                                                  tuple(torch.from_numpy(f) for f in found.high_res_features))
                 masks = [MaskIn(rle=r["segmentation"], predicted_iou=r["predicted_iou"],
                                 stability_score=r["stability_score"], point_coords=r["point_coords"],
                                 source="prefill") for r in records]

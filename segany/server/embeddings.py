@@ -33,6 +33,8 @@ class ImageEmbedding:
     original_size: Tuple[int, int]  # (H, W) of the image
     input_size: Tuple[int, int]  # (h, w) after resizing its long side to the model's input size
     seconds: float  # encoder time when it was computed
+    # The decoder's other image inputs (`SamPredictor.get_high_res_features`; SAM-HQ's), each (1, ...).
+    high_res_features: Tuple[np.ndarray, ...] = ()
 
 
 def model_key(model: Sam) -> str:
@@ -108,11 +110,15 @@ class EmbeddingService:
         cached = self.cache_dir / f"{key}.npz"
         if cached.exists():
             try:
+                shapes = self.model.high_res_feature_shapes()
                 with np.load(cached, allow_pickle=False) as data:
                     found = ImageEmbedding(data["embedding"], tuple(data["original_size"].tolist()),
-                                           tuple(data["input_size"].tolist()), float(data["seconds"]))
-                expected = (1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)
-                if found.embedding.shape == expected and np.isfinite(found.embedding).all():
+                                           tuple(data["input_size"].tolist()), float(data["seconds"]),
+                                           tuple(data[f"high_res_{i}"] for i in range(len(shapes))))
+                expected = [(1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)]
+                expected += [(1, *shape) for shape in shapes]
+                arrays = [found.embedding, *found.high_res_features]
+                if [a.shape for a in arrays] == expected and all(np.isfinite(a).all() for a in arrays):
                     return found
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass  # truncated or foreign file: compute it again
@@ -121,12 +127,14 @@ class EmbeddingService:
         self.predictor.set_image(image)
         seconds = time.perf_counter() - began
         result = ImageEmbedding(self.predictor.get_image_embedding().cpu().numpy(), self.predictor.original_size,
-                                self.predictor.input_size, seconds)
+                                self.predictor.input_size, seconds,
+                                tuple(f.cpu().numpy() for f in self.predictor.get_high_res_features()))
         self.predictor.reset_image()
         self.encoder_runs += 1
         self.encoder_seconds.append(seconds)
         with atomic_path(cached) as tmp:
             with open(tmp, "wb") as file:
                 np.savez(file, embedding=result.embedding, original_size=np.array(result.original_size),
-                         input_size=np.array(result.input_size), seconds=np.array(seconds))
+                         input_size=np.array(result.input_size), seconds=np.array(seconds),
+                         **{f"high_res_{i}": f for i, f in enumerate(result.high_res_features)})
         return result

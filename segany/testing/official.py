@@ -1,4 +1,6 @@
-"""The official `segment-anything==1.0` package as the oracle of tests and benchmarks.
+"""The reference packages as the oracles of tests and benchmarks: the official
+`segment-anything==1.0`, `segment-anything-hq==0.3` (`segment_anything_hq`) and
+`mobilesam-mirror==1.0.0` (`mobile_sam`).
 
 The official package imports torchvision at import time (its mask generator uses
 `batched_nms`, its predictor resizes images with torchvision's PIL path), and PyPI's
@@ -6,6 +8,10 @@ torchvision does not install beside the CPU torch used here. When torchvision is
 `import_official()` registers a stand-in that does exactly what torchvision does for these
 calls: `to_pil_image` of an (H, W, 3) uint8 array is `Image.fromarray`, `resize` of a PIL
 image is `Image.resize((w, h), BILINEAR)`, and the box ops are the textbook greedy NMS.
+The same goes for timm, which MobileSAM's TinyViT imports four helpers from and which imports
+torchvision itself: `to_2tuple`, `trunc_normal_` (torch's), `register_model` (a registry
+decorator; nothing here looks models up by name) and `DropPath` (stochastic depth, identity
+in eval mode and at rate 0, the rate of every MobileSAM model).
 """
 
 import importlib
@@ -70,29 +76,65 @@ def _install_torchvision_stand_in() -> None:
     )
 
 
-def import_official():
-    """The `segment_anything` module, importable with or without torchvision."""
+class _DropPath(torch.nn.Module):
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self.drop_prob:
+            return x
+        keep = 1 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+def _install_timm_stand_in() -> None:
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+    layers.DropPath = _DropPath
+    layers.to_2tuple = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+    layers.trunc_normal_ = torch.nn.init.trunc_normal_
+    registry.register_model = lambda fn: fn
+    timm.models, models.layers, models.registry = models, layers, registry
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
+                        "timm.models.registry": registry})
+
+
+def import_reference(name: str = "segment_anything"):
+    """A reference package (`segment_anything`, `segment_anything_hq` or `mobile_sam`), importable
+    with or without torchvision and timm."""
     try:
         importlib.import_module("torchvision.transforms.functional")
     except Exception:
         _install_torchvision_stand_in()
-    return importlib.import_module("segment_anything")
+    try:
+        importlib.import_module("timm.models.layers")
+    except Exception:
+        _install_timm_stand_in()
+    return importlib.import_module(name)
 
 
-def build_official(config):
-    """An official `Sam` with the sizes of a segany `SamConfig`, from the official classes."""
-    import_official()
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+def import_official():
+    """The `segment_anything` module, importable with or without torchvision."""
+    return import_reference("segment_anything")
 
+
+# The reference package of each family (`SamConfig.family`).
+REFERENCES = {"SAM": "segment_anything", "MobileSAM": "mobile_sam", "SAM-HQ": "segment_anything_hq"}
+
+
+def build_reference(config):
+    """The reference `Sam` of a segany `SamConfig`'s family and sizes, built from that reference
+    package's own classes, in eval mode."""
+    if config.family not in REFERENCES:
+        raise ValueError(f"no reference package for the {config.family} family")
+    modeling = import_reference(REFERENCES[config.family]).modeling
     grid = config.image_size // config.patch_size
-    model = Sam(
-        image_encoder=ImageEncoderViT(
+    if config.encoder == "vit":
+        image_encoder = modeling.ImageEncoderViT(
             depth=config.encoder_depth,
             embed_dim=config.encoder_embed_dim,
             img_size=config.image_size,
@@ -105,16 +147,39 @@ def build_official(config):
             global_attn_indexes=config.encoder_global_attn_indexes,
             window_size=config.encoder_window_size,
             out_chans=config.prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
+        )
+        early_dim = config.encoder_embed_dim
+    else:
+        # The first stage is convolutional: its head count and window are not used.
+        image_encoder = modeling.TinyViT(
+            img_size=config.image_size,
+            in_chans=3,
+            num_classes=1000,
+            embed_dims=list(config.encoder_stage_dims),
+            depths=list(config.encoder_stage_depths),
+            num_heads=[1, *config.encoder_stage_heads],
+            window_sizes=[7, *config.encoder_stage_windows],
+            mlp_ratio=config.encoder_mlp_ratio,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            mbconv_expand_ratio=config.encoder_mlp_ratio,
+        )
+        early_dim = config.encoder_stage_dims[2]
+    decoder_class, decoder_options = modeling.MaskDecoder, {}
+    if config.decoder == "hq":
+        decoder_class, decoder_options = modeling.MaskDecoderHQ, {"vit_dim": early_dim}
+    model = modeling.Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=modeling.PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(config.image_size, config.image_size),
             mask_in_chans=config.mask_in_chans,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
+            **decoder_options,
             num_multimask_outputs=config.num_multimask_outputs,
-            transformer=TwoWayTransformer(
+            transformer=modeling.TwoWayTransformer(
                 depth=config.decoder_depth,
                 embedding_dim=config.prompt_embed_dim,
                 mlp_dim=config.decoder_mlp_dim,
@@ -128,20 +193,41 @@ def build_official(config):
     return model.eval()
 
 
-def random_official_state_dict(config, seed: int = 0) -> Dict[str, torch.Tensor]:
-    """Official-layout weights: PyTorch's default init plus noise on every tensor.
+def load_reference(config, checkpoint: Path):
+    """`build_reference(config)` with the weights of a reference-layout checkpoint.
+
+    `eval()` again after loading: TinyViT caches its attention biases when switched to eval mode,
+    and the reference builders switch before they load, which leaves the cache of the random
+    initialisation (their released weights are loaded the same way, so the cache is refreshed
+    by any later `eval()` or `train()` call, as their predictors never make).
+    """
+    model = build_reference(config)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    return model.eval()
+
+
+def random_reference_state_dict(config, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Reference-layout weights: PyTorch's default init plus noise on every float tensor.
 
     The noise makes the zero-initialised tables (position embeddings, relative position
-    biases) and the unit LayerNorm scales non-trivial, so every parameter is exercised.
+    biases) and the unit norm scales non-trivial, so every parameter is exercised. Batch-norm
+    variances stay positive; integer counters stay as they are.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        state_dict = build_official(config).state_dict()
+        state_dict = build_reference(config).state_dict()
         generator = torch.Generator().manual_seed(seed + 1)
-        return {k: v + 0.02 * torch.randn(v.shape, generator=generator) for k, v in state_dict.items()}
+        noisy = {}
+        for name, value in state_dict.items():
+            if value.is_floating_point():
+                value = value + 0.02 * torch.randn(value.shape, generator=generator)
+                if name.endswith("running_var"):
+                    value = value.abs() + 0.5
+            noisy[name] = value
+        return noisy
 
 
-def write_official_checkpoint(config, path: Path, seed: int = 0) -> Path:
-    """Save random official-layout weights as a `.pth`, as Meta's checkpoints are saved."""
-    torch.save(random_official_state_dict(config, seed), path)
+def write_reference_checkpoint(config, path: Path, seed: int = 0) -> Path:
+    """Save random reference-layout weights as a `.pth`, as the released checkpoints are saved."""
+    torch.save(random_reference_state_dict(config, seed), path)
     return path

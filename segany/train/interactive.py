@@ -93,12 +93,14 @@ def simulate_interaction(
     image_index: Optional[torch.Tensor] = None,
     rounds: int = ROUNDS,
     focal_weight: float = FOCAL_WEIGHT,
+    high_res_features: Tuple[torch.Tensor, ...] = (),
 ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Loss of the interaction rounds for N masks (mean over rounds and masks).
 
     embeddings: (B, C, h, w) from the image encoder (with gradients when it is trained);
     targets: (N, S/4, S/4); image_index: (N,) the image of each mask (all image 0 if None);
-    focal_weight: see `sam_loss`.
+    focal_weight: see `sam_loss`; high_res_features: the decoder's other image inputs
+    (`Sam.encode_image`), each (B, ...).
     Returns the loss and metrics: mIoU of the first and last rounds.
     """
     if rounds < 1:
@@ -107,6 +109,7 @@ def simulate_interaction(
         # N, C, h, w: one per mask. index_select, not indexing: the gradient of indexing summed the
         # masks of an image in a varying order on the CPU, so batched runs did not repeat bit for bit.
         embeddings = embeddings.index_select(0, image_index)
+        high_res_features = tuple(features.index_select(0, image_index) for features in high_res_features)
     scale = model.image_encoder.img_size / targets.shape[-1]
     truths = targets.numpy() > 0.5
     # The masks of a step are decoded as one batch, which takes one kind of first prompt.
@@ -128,7 +131,8 @@ def simulate_interaction(
         # A single point is ambiguous: 3 masks, the best supervised. A box (two corners) or several
         # points take the single-mask output, as box prompts are decoded at inference.
         ambiguous = all(len(p.points) == 1 and p.box is None for p in prompts)
-        logits, iou = model.mask_decoder(embeddings, image_pe, sparse, dense, multimask_output=ambiguous)
+        logits, iou = model.mask_decoder(embeddings, image_pe, sparse, dense, multimask_output=ambiguous,
+                                         high_res_features=high_res_features)
         loss, _ = sam_loss(logits, iou, targets, focal_weight)
         losses.append(loss)
         best = iou.argmax(dim=1)

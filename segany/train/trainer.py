@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -29,6 +30,7 @@ from ..errors import SegAnyError
 from ..validation import check_field_types, check_number
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
+from ..modeling.mask_decoder_hq import MaskDecoderHQ
 from ..data import MaskDataset, open_dataset, shared_dataset
 from ..data.datasets import SHARED_DATASETS
 from ..eval.prompts import prompt_scores
@@ -75,7 +77,8 @@ class TrainConfig:
     layer_decay: float = 0.8  # encoder block i of n gets lr * layer_decay ** (n - i)
     # Modules kept as they are: parts (image_encoder, prompt_encoder, mask_decoder) or any module
     # below them by its dotted name (e.g. image_encoder.trunk, the pretrained part of mobilenet_v2).
-    freeze: List[str] = field(default_factory=list)
+    # None: `default_frozen` (fine-tuning from `init` keeps the image encoder).
+    freeze: Optional[List[str]] = None
     jitter: Optional[List[float]] = None  # large-scale jitter scales, e.g. [0.1, 2.0]
     bf16: bool = False  # bfloat16 autocast for matrix products
     checkpoint_encoder: bool = False  # gradient checkpointing of the ViT blocks (less memory)
@@ -110,7 +113,7 @@ class TrainConfig:
         check_field_types(self, "train config")
         if not isinstance(self.model, (str, dict)):
             raise SegAnyError(f"train config: model must be a config name or a mapping of its fields, got {self.model!r}")
-        for name in self.freeze:
+        for name in self.freeze or []:
             if name.split(".")[0] not in PARTS:
                 raise SegAnyError(f"freeze: unknown part {name!r}; parts are {', '.join(PARTS)} "
                                   "(or a module below one, e.g. image_encoder.trunk)")
@@ -199,12 +202,36 @@ def build_model(config: TrainConfig) -> Sam:
             _load_pretrained_encoder(model, config.pretrained_encoder)
         init_for_localisation(model, config.initial_embedding_scale)
     modules = dict(model.named_modules())
-    for name in config.freeze:
+    for name in default_frozen(model, bool(config.init)) if config.freeze is None else config.freeze:
         if name not in modules:
             raise SegAnyError(f"freeze: this model has no module {name!r}")
         modules[name].requires_grad_(False)
     model.image_encoder.gradient_checkpointing = config.checkpoint_encoder
-    return model.train()
+    return training_mode(model)
+
+
+def training_mode(model: Sam) -> Sam:
+    """`model.train()`, except that frozen batch norms (MobileSAM's TinyViT) keep their running
+    statistics: a frozen module must come out of a run as it went in."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()):
+            module.eval()
+    return model
+
+
+def default_frozen(model: Sam, fine_tuning: bool) -> List[str]:
+    """The modules a run keeps as they are unless its config says: nothing from scratch; when
+    fine-tuning, the image encoder, and for SAM-HQ everything but its HQ modules (as its paper
+    trains it: SAM's own weights stay SAM's)."""
+    if not fine_tuning:
+        return []
+    if model.config.decoder != "hq":
+        return ["image_encoder"]
+    sam_modules = [f"mask_decoder.{name}" for name, _ in model.mask_decoder.named_children()
+                   if name not in MaskDecoderHQ.HQ_MODULES]
+    return ["image_encoder", "prompt_encoder", *sam_modules]
 
 
 def _load_pretrained_encoder(model: Sam, path: str) -> None:
@@ -350,10 +377,11 @@ def _train_step(model: Sam, optimizer: torch.optim.Optimizer, config: TrainConfi
                                               torch.tensor([len(example.targets) for example in examples]))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             with torch.set_grad_enabled(any(p.requires_grad for p in model.image_encoder.parameters())):
-                embeddings = model.image_encoder(images)
+                embeddings, early = model.run_image_encoder(images)
+            high_res = model.mask_decoder.image_features(embeddings, early)
             loss, values = simulate_interaction(model, embeddings, targets,
                                                 np.random.default_rng([config.seed, first_example, 1]),
-                                                image_index, config.rounds, config.focal_weight)
+                                                image_index, config.rounds, config.focal_weight, high_res)
         loss.backward()
         row.update(values, loss=loss.item())
     if world > 1:
@@ -398,7 +426,7 @@ def validate(model: Sam, config: TrainConfig, step: int, path: Path, bar: Option
             (bar.write if bar is not None else print)(message)
             if log is not None:
                 log.validation(step, name, values)
-    model.train()
+    training_mode(model)
 
 
 def _metrics_before(path: Path, step: int) -> List[List[str]]:

@@ -76,7 +76,10 @@ def localisation_warmup(model: Sam, steps: int, seed: int, lr: float = LEARNING_
             prompts = {"points": (torch.as_tensor(points * scale, dtype=torch.float32), labels), "boxes": None}
         sparse, dense = model.prompt_encoder(masks=None, **prompts)
         embedding = torch.randn(embedding_shape, generator=generator) * EMBEDDING_NOISE
-        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=kind == 0)
+        high_res = tuple(torch.randn((1, *shape), generator=generator) * EMBEDDING_NOISE
+                         for shape in model.high_res_feature_shapes())
+        logits, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output=kind == 0,
+                                         high_res_features=high_res)
         loss, _ = sam_loss(logits, iou, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 import segany
 from segany.masks import rle_to_mask
 from segany.testing import official as reference
-from conftest import MICRO, SMALL_VIT_B, load_rgb
+from conftest import FAMILY_MODELS, MICRO, SMALL_VIT_B, load_rgb
 
 RADII = (0.04, 0.1, 0.22)  # disc radii as a fraction of the low-res grid side
 
@@ -56,15 +56,14 @@ def use_blob_field(ours, official) -> None:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return reference.write_official_checkpoint(MICRO, tmp_path_factory.mktemp("amg") / "micro.pth", seed=5)
+    return reference.write_reference_checkpoint(MICRO, tmp_path_factory.mktemp("amg") / "micro.pth", seed=5)
 
 
 def generators(weights, config=MICRO, **params):
-    sa = reference.import_official()
-    official_model = reference.build_official(config)
-    official_model.load_state_dict(torch.load(weights))
+    """(ours, the reference package's) generators on the same weights of `config`'s family."""
+    package = reference.import_reference(reference.REFERENCES[config.family])
     return (segany.SamAutomaticMaskGenerator(segany.load_model(weights), **params),
-            sa.SamAutomaticMaskGenerator(official_model, **params))
+            package.SamAutomaticMaskGenerator(reference.load_reference(config, weights), **params))
 
 
 def assert_same_records(ours, theirs):
@@ -124,7 +123,7 @@ def test_same_masks_as_official_with_the_real_network(shared_data, weights):
 
 def test_same_masks_as_official_with_the_real_network_and_iou_filter(shared_data, tmp_path):
     """Official widths; an IoU threshold half the masks pass, so the decoder skips some prompts' masks."""
-    state_dict = reference.random_official_state_dict(SMALL_VIT_B)
+    state_dict = reference.random_reference_state_dict(SMALL_VIT_B)
     # Random weights predict IoUs around -0.17: shift them so that the threshold splits them.
     state_dict["mask_decoder.iou_prediction_head.layers.2.bias"] += 0.17
     torch.save(state_dict, tmp_path / "shifted.pth")
@@ -135,6 +134,33 @@ def test_same_masks_as_official_with_the_real_network_and_iou_filter(shared_data
     got, want = ours.generate(image), theirs.generate(image)
     assert len(want) >= 1
     assert_same_records(got, want)
+
+
+@pytest.mark.parametrize("model", ["mobile_sam", "sam_hq"])
+def test_same_masks_as_reference_for_the_other_families(shared_data, family_checkpoint, tmp_path, model):
+    """MobileSAM and SAM-HQ (one mask per point) end to end, with a crop layer and a predicted-IoU
+    threshold that about half of this image's masks pass (the IoU head shifted to straddle it)."""
+    config = FAMILY_MODELS[model]
+    image = load_rgb(shared_data / "bsds500/images/val/101085.jpg")
+    predictor = segany.SamPredictor(segany.load_model(family_checkpoint(model)))
+    predictor.set_image(image)
+    h, w = image.shape[:2]
+    grid = np.stack(np.meshgrid(np.linspace(0.1, 0.9, 5) * w, np.linspace(0.1, 0.9, 5) * h), axis=-1)
+    _, scores, _ = predictor.predict_batch(point_coords=grid.reshape(-1, 1, 2), point_labels=np.ones((25, 1)))
+    state_dict = torch.load(family_checkpoint(model), weights_only=True)
+    state_dict["mask_decoder.iou_prediction_head.layers.2.bias"] += 0.5 - float(np.median(scores))
+    weights = tmp_path / "shifted.pth"
+    torch.save(state_dict, weights)
+    params = dict(points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.0, stability_score_offset=0.05,
+                  box_nms_thresh=1.0, crop_nms_thresh=1.0, crop_n_layers=1, output_mode="coco_rle")
+    ours, theirs = generators(weights, config, **params)
+    got, want = ours.generate(image), theirs.generate(image)
+    assert len(want) >= 5
+    assert_same_records(got, want)
+    # The whole image's embedding and high-res features, computed before, give the same records.
+    shifted = segany.SamPredictor(ours.predictor.model)
+    shifted.set_image(image)
+    assert ours.generate(image, shifted.get_image_embedding(), shifted.get_high_res_features()) == got
 
 
 def test_output_modes_hold_the_same_masks_in_the_official_forms(shared_data, weights):

@@ -19,7 +19,7 @@ from segany.testing import official as reference
 @pytest.fixture(scope="module")
 def models(micro_checkpoint):
     reference.import_official()
-    official = reference.build_official(MICRO)
+    official = reference.build_reference(MICRO)
     official.load_state_dict(torch.load(micro_checkpoint))
     return segany.load_model(micro_checkpoint), official
 
@@ -87,13 +87,20 @@ def test_encoder_matches_pytorch(models, tmp_path):
     np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected, rtol=0, atol=1e-4)
 
 
-def test_mobilenet_model_exports_both_graphs(shared_data, tmp_path):
-    """The default architecture's encoder (dilated convs, TensorFlow padding) and its 32 x 32-grid
-    decoder, with every weight perturbed, against PyTorch on a real photo."""
-    model = segany.random_model("mobilenet_v2", seed=3)
+def _perturbed(name):
+    model = segany.random_model(name, seed=3)
     with torch.no_grad():
         for tensor in model.state_dict().values():
-            tensor.add_(torch.randn_like(tensor) * 0.02)
+            if tensor.is_floating_point():
+                tensor.add_(torch.randn_like(tensor) * 0.02)
+    return model
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vit_t"])
+def test_other_encoders_export_both_graphs(shared_data, tmp_path, name):
+    """The default architecture (dilated convs, TensorFlow padding; a 32 x 32-grid decoder) and
+    MobileSAM (TinyViT), with every weight perturbed, against PyTorch on a real photo."""
+    model = _perturbed(name)
     image = load_rgb(shared_data / "examples" / "dog.jpg")
     predictor = segany.SamPredictor(model)
     predictor.set_image(image)
@@ -107,6 +114,21 @@ def test_mobilenet_model_exports_both_graphs(shared_data, tmp_path):
     masks, iou_onnx, _ = decoder.run(None, prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1]))
     np.testing.assert_allclose(masks[0, 1:], logits, rtol=0, atol=1e-4)
     np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
+
+
+def test_sam_hq_encoder_exports_its_hq_features_and_its_decoder_is_refused(tmp_path):
+    model = _perturbed("hq_vit_t")
+    session = onnxruntime.InferenceSession(str(export_encoder(model, tmp_path / "encoder.onnx")))
+    assert [output.name for output in session.get_outputs()] == ["image_embeddings", "hq_features"]
+    pixels = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        expected = model.encode_image(pixels)
+    embedding, hq_features = session.run(None, {"image": pixels.numpy()})
+    np.testing.assert_allclose(embedding, expected[0].numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(hq_features, expected[1][0].numpy(), rtol=0, atol=1e-4)
+    with pytest.raises(segany.SegAnyError, match="SAM-HQ's decoder graph"):
+        export_decoder(model, tmp_path / "decoder.onnx")
+    assert not (tmp_path / "decoder.onnx").exists()
 
 
 def test_int8_decoder_stays_close_to_float(shared_data, tmp_path):
@@ -133,3 +155,12 @@ def test_cli_writes_the_graphs(tmp_path, micro_checkpoint):
     assert names == ["decoder-int8.onnx", "decoder.onnx", "encoder-int8.onnx", "encoder.onnx"]
     for name in names:
         onnxruntime.InferenceSession(str(tmp_path / name))  # loads
+
+
+def test_export_leaves_the_model_in_eval_mode(tmp_path):
+    """The exporter restores its wrapper's mode on every submodule: an exported TinyViT must not
+    come back in training mode (its batch norms would then change with every image)."""
+    model = segany.random_model("vit_t", seed=1)
+    export_encoder(model, tmp_path / "encoder.onnx")
+    export_decoder(model, tmp_path / "decoder.onnx")
+    assert not any(module.training for module in model.modules())

@@ -11,8 +11,8 @@ from segany.modeling import SamConfig, build_sam
 @pytest.fixture(scope="module")
 def models():
     reference.import_official()
-    official = reference.build_official(MICRO)
-    state_dict = reference.random_official_state_dict(MICRO, seed=11)
+    official = reference.build_reference(MICRO)
+    state_dict = reference.random_reference_state_dict(MICRO, seed=11)
     official.load_state_dict(state_dict)
     ours = build_sam(MICRO)
     ours.load_state_dict(state_dict)

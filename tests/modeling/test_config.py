@@ -6,6 +6,7 @@ import torch
 from segany.testing import official as reference
 import segany
 from conftest import MICRO, SMALL_VIT_B
+from segany.errors import SegAnyError
 from segany.modeling import CONFIGS, SamConfig, build_sam, config_name
 
 
@@ -41,7 +42,7 @@ def test_unknown_config_field_is_named():
     with pytest.raises(ValueError, match="encoder_width"):
         SamConfig.from_dict({"encoder_width": 3})
     for make in (lambda: SamConfig(encoder="resnet"), lambda: SamConfig.from_dict({"encoder": "resnet"})):
-        with pytest.raises(ValueError, match="unknown encoder 'resnet'; known: vit, mobilenet_v2"):
+        with pytest.raises(ValueError, match="unknown encoder 'resnet'; known: vit, tiny_vit, mobilenet_v2"):
             make()
 
 
@@ -81,3 +82,22 @@ def test_window_partition_round_trips_with_padding():
     windows, padded = window_partition(x, 7)
     assert windows.shape == (2 * 3 * 4, 7, 7, 5) and padded == (21, 28)
     torch.testing.assert_close(window_unpartition(windows, 7, padded, (17, 23)), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(decoder="hq2"), "unknown decoder 'hq2'; known: sam, hq"),
+    (dict(encoder="tiny_vit", encoder_stage_dims=(64, 128, 160)), "a tiny_vit encoder needs 4 encoder_stage_dims"),
+    (dict(encoder="tiny_vit", encoder_stage_dims=(64, 128, 160, 320), encoder_stage_depths=(2, 2, 6, 2),
+          encoder_stage_heads=(4, 6, 10), encoder_stage_windows=(7, 14, 7)),
+     r"encoder_stage_dims\[2\] 160 is not a multiple of encoder_stage_heads\[1\] 6"),
+    (dict(encoder="mobilenet_v2", decoder="hq"), "the hq decoder needs a vit or tiny_vit encoder"),
+    (dict(decoder="hq", encoder_global_attn_indexes=()), "reads the first global-attention block"),
+])
+def test_family_fields_are_checked(fields, message):
+    with pytest.raises(SegAnyError, match=message):
+        SamConfig(**fields)
+
+
+def test_family_names():
+    assert [CONFIGS[name].family for name in ("vit_b", "vit_t", "hq_vit_h", "hq_vit_t", "mobilenet_v2")] == [
+        "SAM", "MobileSAM", "SAM-HQ", "SAM-HQ", "segany"]

@@ -25,7 +25,7 @@ def _gradients(model, image, points, labels, mask_prompt, targets, multimask):
 @pytest.mark.parametrize("multimask", [True, False])
 def test_gradients_match_official(multimask):
     ours = random_model(MICRO, seed=0).train()
-    official = reference.build_official(MICRO).train()
+    official = reference.build_reference(MICRO).train()
     official.load_state_dict(ours.state_dict())
     generator = torch.Generator().manual_seed(0)
     size = MICRO.image_size

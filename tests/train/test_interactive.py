@@ -76,9 +76,9 @@ def test_one_point_gets_three_masks_a_box_or_more_points_the_single_mask(shared_
         prompts.append((0 if points is None else int((points[1] != -1).sum(dim=1).max()), boxes is not None))
         return encoder(points=points, boxes=boxes, masks=masks)
 
-    def record_decoder(*args, multimask_output):
+    def record_decoder(*args, multimask_output, **options):
         flags.append(multimask_output)
-        return decoder(*args, multimask_output=multimask_output)
+        return decoder(*args, multimask_output=multimask_output, **options)
 
     monkeypatch.setattr(model.prompt_encoder, "forward", record_prompts)
     monkeypatch.setattr(model.mask_decoder, "forward", record_decoder)

@@ -1,14 +1,18 @@
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 import segany
-from conftest import MICRO
+from conftest import MICRO, SMALL_HQ_VIT_B
 from segany.cli import main
 from segany.errors import SegAnyError
+from segany.modeling import CONFIGS
+from segany.modeling.mask_decoder_hq import MaskDecoderHQ
 from segany.modeling.transformer import Attention
+from segany.testing import official as reference
 from segany.train.trainer import TrainConfig, build_model, learning_rate, train
 
 
@@ -21,7 +25,7 @@ def micro_init(tmp_path_factory):
 
 def config_for(tmp_path, micro_init, shared_data, **changes):
     values = dict(output=str(tmp_path), init=micro_init, data_root=str(shared_data), steps=6, masks_per_image=3,
-                  warmup_steps=2, checkpoint_every=2, workers=0, validation_images=1,
+                  warmup_steps=2, checkpoint_every=2, workers=0, validation_images=1, freeze=[],
                   datasets={"pennfudan": 1.0, "coco128-seg": 1.0})
     values.update(changes)
     return TrainConfig(**values)
@@ -144,9 +148,9 @@ def test_a_batched_step_decodes_the_masks_of_all_its_images(tmp_path, micro_init
     seen = []
     simulate = trainer.simulate_interaction
 
-    def record(model, embeddings, targets, rng, image_index, rounds, focal_weight):
+    def record(model, embeddings, targets, rng, image_index, rounds, *rest):
         seen.append((embeddings.shape[0], image_index.tolist(), rounds))
-        return simulate(model, embeddings, targets, rng, image_index, rounds, focal_weight)
+        return simulate(model, embeddings, targets, rng, image_index, rounds, *rest)
 
     monkeypatch.setattr(trainer, "simulate_interaction", record)
     train(config_for(tmp_path, micro_init, shared_data, steps=2, images_per_step=3, rounds=2,
@@ -202,3 +206,31 @@ def test_images_without_masks_are_left_out_of_their_step(tmp_path, micro_init, s
                         datasets={str(folder): 1.0, "pennfudan": 1.0})
     model = train(config, progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# Reduced-depth variants of the other families, in their references' own checkpoint layouts.
+FAMILY_VARIANTS = {
+    "mobile_sam": dataclasses.replace(CONFIGS["vit_t"], encoder_stage_depths=(1, 1, 1, 1)),
+    "sam_hq": SMALL_HQ_VIT_B,
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_VARIANTS)
+def test_train_init_fine_tunes_a_reference_checkpoint(tmp_path, shared_data, family):
+    """`segany train --init x.pth` on a MobileSAM or SAM-HQ checkpoint: the family is detected, the
+    image encoder stays frozen, and for SAM-HQ only its HQ modules learn (as its paper trains)."""
+    config = FAMILY_VARIANTS[family]
+    checkpoint = reference.write_reference_checkpoint(config, tmp_path / f"{family}.pth", seed=9)
+    run = tmp_path / "run.yaml"
+    run.write_text(f"data_root: {shared_data}\nsteps: 2\nwarmup_steps: 1\nmasks_per_image: 2\nworkers: 0\n"
+                   "validation_images: 1\ndatasets: {pennfudan: 1.0}\n")
+    assert main(["train", str(run), "--init", str(checkpoint), "--output", str(tmp_path / "out")]) == 0
+    start, tuned = segany.load_model(checkpoint), segany.load_model(tmp_path / "out" / "model.safetensors")
+    assert start.config == tuned.config == config
+    tuned_weights = tuned.state_dict()
+    changed = {name for name, value in start.state_dict().items() if not torch.equal(value, tuned_weights[name])}
+    assert changed and not any(name.startswith("image_encoder.") for name in changed)
+    if config.decoder == "hq":
+        assert {name.split(".")[1] for name in changed} == set(MaskDecoderHQ.HQ_MODULES)
+    else:
+        assert any(name.startswith("mask_decoder.transformer.") for name in changed)
