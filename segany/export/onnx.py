@@ -98,7 +98,7 @@ def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False
                    quantize: bool = False, full_size: bool = True) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
     dynamic quantisation of its weights. Returns the path."""
-    if model.mask_decoder.uses_early_features:
+    if model.mask_decoder.image_feature_names:
         raise SegAnyError("ONNX export: SAM-HQ's decoder graph (with its hq_features input) is not available "
                           "yet, so neither is the browser page; SAM-HQ models run in the PyTorch predictor")
     # eval() on the wrapper too: the exporter restores the wrapper's mode on every submodule.
@@ -129,7 +129,7 @@ def export_encoder(model: Sam, path: Union[str, Path], quantize: bool = False) -
     `Sam.preprocess` makes it), output "image_embeddings" and, for SAM-HQ, "hq_features"
     [1, C/8, 4h, 4w] (`SamPredictor.get_high_res_features`)."""
     example = (torch.randn(1, 3, model.image_size, model.image_size),)
-    outputs = ("image_embeddings",) + ("hq_features",) * len(model.high_res_feature_shapes())
+    outputs = ("image_embeddings", *model.mask_decoder.image_feature_names)
     return _export(OnnxEncoder(model.float()).eval(), example, ("image",), outputs, {}, path, quantize)
 
 

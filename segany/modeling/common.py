@@ -5,6 +5,7 @@ from typing import Type
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm2d(nn.Module):
@@ -48,3 +49,11 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
         return self.layers[-1](x)
+
+
+def run_block(block: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """`block(x)`; with `checkpointing` while gradients are on, only the block's input is kept
+    and the rest is recomputed during backward (training memory)."""
+    if checkpointing and torch.is_grad_enabled():
+        return checkpoint(block, x, use_reentrant=False)
+    return block(x)

@@ -10,9 +10,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from .common import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, MLPBlock, run_block
 
 
 class ImageEncoderViT(nn.Module):
@@ -88,11 +87,7 @@ class ImageEncoderViT(nn.Module):
             x = x + self.pos_embed
         early = None
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                # Training memory: keep block inputs only, recompute the rest during backward.
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = run_block(block, x, self.gradient_checkpointing)
             if early is None and block.window_size == 0:
                 early = x
         return self.neck(x.permute(0, 3, 1, 2)), None if early is None else early.permute(0, 3, 1, 2)

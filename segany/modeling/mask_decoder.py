@@ -13,6 +13,8 @@ from .transformer import ImageSide, TwoWayTransformer
 class MaskDecoder(nn.Module):
     # Whether `image_features` needs the encoder's early features (SAM-HQ).
     uses_early_features = False
+    # Names of what `image_features` returns (the ONNX encoder's outputs beside the embedding).
+    image_feature_names: Tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -157,11 +159,7 @@ class MaskDecoder(nn.Module):
 
     def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W)."""
-        bs, count = hyper_in.shape[:2]
-        masks = hyper_in @ self._upscale(keys, h, w).transpose(1, 2)  # B, M, H*W*16
-        # Positions are ordered (y, x, dy, dx, ey, ex) for output row 4y+2dy+ey, column 4x+2dx+ex.
-        masks = masks.view(bs, count, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return masks.reshape(bs, count, 4 * h, 4 * w)
+        return upscaled_to_image(hyper_in @ self._upscale(keys, h, w).transpose(1, 2), h, w)
 
     def _upscale(self, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """`output_upscaling` applied to token-major features: (B, H*W, C) -> (B, H*W*16, C/8).
@@ -176,6 +174,16 @@ class MaskDecoder(nn.Module):
         x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
         x = act2(F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4)))  # B, HW, 4, 4 * C/8
         return x.reshape(x.shape[0], h * w * 16, x.shape[-1] // 4)
+
+
+def upscaled_to_image(values: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, M, H*W*16) values at `_upscale`'s positions -> (B, M, 4H, 4W) images.
+
+    Positions are ordered (y, x, dy, dx, ey, ex) for output row 4y+2dy+ey, column 4x+2dx+ex.
+    """
+    bs, count = values.shape[:2]
+    values = values.view(bs, count, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+    return values.reshape(bs, count, 4 * h, 4 * w)
 
 
 def _conv_transpose_as_linear(weight: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .common import MLP, LayerNorm2d
-from .mask_decoder import MaskDecoder
+from .mask_decoder import MaskDecoder, upscaled_to_image
 from .transformer import ImageSide
 
 
@@ -27,6 +27,7 @@ def _upscaler(in_chans: int, mid_chans: int, out_chans: int) -> nn.Sequential:
 
 class MaskDecoderHQ(MaskDecoder):
     uses_early_features = True
+    image_feature_names = ("hq_features",)
     # What SAM-HQ adds to SAM's decoder (and trains, SAM's weights frozen).
     HQ_MODULES = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature")
 
@@ -97,9 +98,7 @@ class MaskDecoderHQ(MaskDecoder):
             if not wanted.any():
                 return masks, iou_pred
         hs, keys, best = hs[wanted], keys[wanted], best[wanted]
-        upscaled = self._upscale(keys, h, w)  # b, H*W*16, C/8 in (y, x, dy, dx, ey, ex) order
-        upscaled = upscaled.view(len(keys), h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        upscaled = upscaled.reshape(len(keys), -1, 4 * h, 4 * w)  # b, C/8, 4H, 4W
+        upscaled = upscaled_to_image(self._upscale(keys, h, w).transpose(1, 2), h, w)  # b, C/8, 4H, 4W
         hq_upscaled = self.embedding_maskfeature(upscaled) + hq_features
         hq_masks = (self.hf_mlp(hs[:, self.num_mask_tokens + 1]).unsqueeze(1) @ hq_upscaled.flatten(2))
         if hq_token_only:

@@ -12,9 +12,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, run_block
 
 # (expansion t, output channels c, repeats n, first stride s) of the paper's Table 2.
 INVERTED_RESIDUAL_SETTING: Tuple[Tuple[int, int, int, int], ...] = (
@@ -103,11 +102,7 @@ class MobileNetV2(nn.Module):
         """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, 320, H / s, W / s), s the output stride."""
         x = F.relu6(self.stem(x))
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                # Training memory: keep block inputs only, recompute the rest during backward.
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = run_block(block, x, self.gradient_checkpointing)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from ..errors import SegAnyError
 from .mask_decoder import MaskDecoder
+from .mask_decoder_hq import MaskDecoderHQ
 from .prompt_encoder import PromptEncoder
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -67,7 +68,7 @@ class Sam(nn.Module):
         """Keyword arguments of the mask decoder for the options of its family."""
         if not hq_token_only:
             return {}
-        if not self.mask_decoder.uses_early_features:
+        if not isinstance(self.mask_decoder, MaskDecoderHQ):
             raise SegAnyError("hq_token_only is an option of SAM-HQ models; this model has SAM's decoder")
         return {"hq_token_only": True}
 

@@ -13,9 +13,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, run_block
 from .image_encoder import window_partition, window_unpartition
 
 
@@ -229,22 +228,16 @@ class ImageEncoderTinyViT(nn.Module):
     def num_layers(self) -> int:
         return len(self._blocks()) + 1
 
-    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            # Training memory: keep block inputs only, recompute the rest during backward.
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
-
     def forward_with_early(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The embedding (B, out_chans, g, g) and the early features SAM-HQ fuses: the output of
         the second stage's patch merging, (B, stage_dims[2], g, g)."""
         x = self.patch_embed(x)  # B, C0, S/4, S/4
         for block in self.layers[0].blocks:
-            x = self._run(block, x)
+            x = run_block(block, x, self.gradient_checkpointing)
         x = self.layers[0].downsample(x)  # B, L, C1
         for i, layer in enumerate(self.layers[1:], 1):
             for block in layer.blocks:
-                x = self._run(block, x)
+                x = run_block(block, x, self.gradient_checkpointing)
             if layer.downsample is not None:
                 g = layer.grid
                 x = layer.downsample(x.transpose(1, 2).reshape(x.shape[0], -1, g, g))
