@@ -10,6 +10,7 @@ from .checkpoint import convert_checkpoint, detect_config, load_model, random_mo
 from .errors import CheckpointError, ImageError, SegAnyError
 from .modeling import CONFIGS, Sam, SamConfig, build_sam
 from .predictor import SamPredictor
+from .sam2 import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2
 from .transforms import ResizeLongestSide
 
 __version__ = "0.1.0"
@@ -19,12 +20,15 @@ __all__ = [
     "CheckpointError",
     "ImageError",
     "ResizeLongestSide",
+    "SAM2AutomaticMaskGenerator",
+    "SAM2ImagePredictor",
     "Sam",
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
     "SegAnyError",
     "build_sam",
+    "build_sam2",
     "build_sam_vit_b",
     "build_sam_vit_h",
     "build_sam_vit_l",

@@ -1,8 +1,14 @@
 """Reading, checking, converting and saving model weights.
 
-Two formats are read: official SAM checkpoints (a pickled state dict, `sam_vit_*.pth`) and
-our `.safetensors` files, which carry the model config in their metadata. The architecture
-of a state dict without a config is worked out from its tensor shapes.
+Two formats are read: released checkpoints (a pickled state dict: `sam_vit_*.pth`, MobileSAM's,
+SAM-HQ's, and SAM 2's `sam2.1_hiera_*.pt` with the state dict under "model") and our
+`.safetensors` files, which carry the model config in their metadata. The architecture of a
+state dict without a config is worked out from its tensor shapes.
+
+SAM 2's checkpoints name the prompt encoder and decoder `sam_prompt_encoder` and
+`sam_mask_decoder`; they are renamed on reading (`from_sam2_layout`) and back on writing a
+`.pt`. Their video memory modules (`SAM2_VIDEO_MODULES`) are read and kept beside the model's
+tensors, so conversions carry them, but no model uses them: segany segments images.
 """
 
 import json
@@ -21,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, SegAnyError
 from .fileio import atomic_path
-from .modeling import Sam, SamConfig, build_sam, config_name, get_config
+from .modeling import CONFIGS, Sam, SamConfig, build_sam, config_name, get_config
 
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
@@ -41,7 +47,56 @@ OFFICIAL_CHECKPOINTS: Dict[str, Tuple[str, str, str]] = {
     "sam_hq_vit_l": ("hq_vit_l", "sam_hq_vit_l.pth", _SAM_HQ),
     "sam_hq_vit_b": ("hq_vit_b", "sam_hq_vit_b.pth", _SAM_HQ),
     "sam_hq_vit_tiny": ("hq_vit_t", "sam_hq_vit_tiny.pth", _SAM_HQ),
+    **{f"sam2.1_hiera_{size}": (arch, f"sam2.1_hiera_{size}.pt", "https://dl.fbaipublicfiles.com/segment_anything_2/092824/")
+       for size, arch in (("tiny", "hiera_t"), ("small", "hiera_s"), ("base_plus", "hiera_b+"), ("large", "hiera_l"))},
 }
+
+# Top-level modules of SAM 2's checkpoints that serve video tracking only.
+SAM2_VIDEO_MODULES = ("memory_attention", "memory_encoder", "maskmem_tpos_enc", "mask_downsample", "no_mem_pos_enc",
+                      "no_obj_embed_spatial", "no_obj_ptr", "obj_ptr_proj", "obj_ptr_tpos_proj")
+# SAM 2 name prefix -> ours.
+_SAM2_PREFIXES = (("sam_prompt_encoder.", "prompt_encoder."), ("sam_mask_decoder.", "mask_decoder."),
+                  ("no_mem_embed", "image_encoder.no_mem_embed"))
+# SAM 2's two-way transformer calls its feed-forward layers mlp.layers.0/1, SAM's mlp.lin1/2.
+_SAM2_MLP = re.compile(r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.([01])\.")
+_SAM_MLP = re.compile(r"^(sam_mask_decoder\.transformer\.layers\.\d+\.mlp\.)lin([12])\.")
+
+
+def is_video_memory(key: str) -> bool:
+    """Whether a state-dict key belongs to SAM 2's video memory modules."""
+    return key.split(".")[0] in SAM2_VIDEO_MODULES
+
+
+def from_sam2_layout(state_dict: StateDict) -> StateDict:
+    """SAM 2's checkpoint names -> ours (video memory keys unchanged), same tensors, same order."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for theirs, ours in _SAM2_PREFIXES:
+            if key.startswith(theirs):
+                key = ours + key[len(theirs):]
+                break
+        key = _SAM2_MLP.sub(lambda m: f"{m.group(1)}lin{int(m.group(2)) + 1}.", key)
+        renamed[key] = value
+    return renamed
+
+
+def to_sam2_layout(state_dict: StateDict) -> StateDict:
+    """Inverse of `from_sam2_layout`."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for theirs, ours in _SAM2_PREFIXES:
+            if key.startswith(ours):
+                key = theirs + key[len(ours):]
+                break
+        key = _SAM_MLP.sub(lambda m: f"{m.group(1)}layers.{int(m.group(2)) - 1}.", key)
+        renamed[key] = value
+    return renamed
+
+
+def split_video_memory(state_dict: StateDict) -> Tuple[StateDict, StateDict]:
+    """(the image model's tensors, SAM 2's video memory tensors)."""
+    video = {k: v for k, v in state_dict.items() if is_video_memory(k)}
+    return {k: v for k, v in state_dict.items() if k not in video}, video
 
 # Models that ship inside the package (docs/models.md describes them).
 BUNDLED_MODELS: Dict[str, Path] = {"default": Path(__file__).parent / "weights" / "default.safetensors"}
@@ -131,8 +186,10 @@ def read_checkpoint(source: PathLike) -> Tuple[StateDict, Optional[SamConfig]]:
     # PyTorch writes zip archives; older versions wrote a bare pickle (protocol >= 2).
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
         raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch .pth nor a .safetensors file)")
-    obj = load_tensor_pickle(path)
-    return _unwrap(obj, path), None
+    state_dict = _unwrap(load_tensor_pickle(path), path)
+    if any(key.startswith("sam_mask_decoder.") or is_video_memory(key) for key in state_dict):
+        state_dict = from_sam2_layout(state_dict)
+    return state_dict, None
 
 
 def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[SamConfig]]:
@@ -159,6 +216,10 @@ def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> Sam
     input size and stride are not in its shapes: such models live in .safetensors files, whose
     metadata holds the config.
     """
+    image_part, video = split_video_memory(state_dict)
+    if video and not image_part:
+        raise CheckpointError(f"{source}: holds only SAM 2's video memory modules "
+                              f"({', '.join(sorted({k.split('.')[0] for k in video}))}), no image encoder or decoder")
     if "image_encoder.trunk.stem.weight" in state_dict:
         raise CheckpointError(
             f"{source}: a MobileNetV2-encoder model without its config (its input size is not in the "
@@ -178,9 +239,11 @@ def detect_config(state_dict: StateDict, source: PathLike = "state dict") -> Sam
 
     if "image_encoder.layers.0.blocks.0.conv1.c.weight" in state_dict:
         encoder = _tiny_vit_fields(get, count)
+    elif "image_encoder.trunk.patch_embed.proj.weight" in state_dict:
+        encoder = _hiera_fields(get, count, state_dict, source)
     else:
         encoder = _vit_fields(get, count)
-    prompt_dim = get("image_encoder.neck.0.weight").shape[0]
+    prompt_dim = get("prompt_encoder.not_a_point_embed.weight").shape[1]
     attn_width = get("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight").shape[0]
     return SamConfig(
         **encoder,
@@ -242,6 +305,40 @@ def _tiny_vit_fields(get: Callable[[str], torch.Tensor], count: Callable[[str], 
     )
 
 
+def _hiera_fields(get: Callable[[str], torch.Tensor], count: Callable[[str], int], state_dict: StateDict,
+                  source: PathLike) -> Dict[str, Any]:
+    """SamConfig fields of a Hiera image encoder (SAM 2). Width, stage depths (a stage starts with
+    the block that has a `proj`), the first window and the position-embedding grid are in the
+    shapes; head counts, the other windows and the global-attention blocks are not: they are
+    those of the released model of the same width and depths (`CONFIGS` hiera_*)."""
+    trunk = "image_encoder.trunk."
+    embed_dim = get(trunk + "patch_embed.proj.weight").shape[0]
+    depth = count(r"image_encoder\.trunk\.blocks\.(\d+)\.")
+    starts = [i for i in range(depth) if f"{trunk}blocks.{i}.proj.weight" in state_dict]
+    bounds = [0, *starts, depth]
+    depths = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    released = [c for c in CONFIGS.values() if c.encoder == "hiera" and (c.encoder_embed_dim, c.encoder_stage_depths)
+                == (embed_dim, depths)]
+    if not released:
+        raise CheckpointError(f"{source}: a SAM 2 model of width {embed_dim} and stage depths {list(depths)} is none of "
+                              "the released sizes, and its heads and global-attention blocks are not in its tensors; "
+                              "load the .safetensors it was saved as")
+    fields = {name: getattr(released[0], name) for name in ("encoder_num_heads", "encoder_global_attn_indexes",
+                                                            "encoder_stage_windows")}
+    window = get(trunk + "pos_embed_window").shape[-1]
+    fields["encoder_stage_windows"] = (window, *fields["encoder_stage_windows"][1:])
+    return dict(
+        encoder="hiera",
+        encoder_embed_dim=embed_dim,
+        encoder_stage_depths=depths,
+        encoder_pos_embed_size=tuple(get(trunk + "pos_embed").shape[2:]),
+        encoder_mlp_ratio=get(trunk + "blocks.0.mlp.layers.0.weight").shape[0] / embed_dim,
+        image_size=1024,
+        patch_size=16,
+        **fields,
+    )
+
+
 def check_state_dict(model: torch.nn.Module, state_dict: StateDict, source: PathLike = "state dict") -> None:
     """Raise CheckpointError unless `state_dict` has exactly the model's keys and shapes, floats
     where the model has floats, and no NaN or infinity."""
@@ -268,20 +365,27 @@ def check_state_dict(model: torch.nn.Module, state_dict: StateDict, source: Path
             raise CheckpointError(f"{source}: {key} holds NaN or infinite values")
 
 
-def read_checked(source: PathLike) -> Tuple[StateDict, SamConfig, Path]:
+def read_checked(source: PathLike, config: Optional[SamConfig] = None) -> Tuple[StateDict, SamConfig, Path]:
     """A checkpoint's tensors and config, checked to build a model: keys, shapes, dtypes, finite
-    values. Returns them with the file's path."""
+    values. Returns them (with SAM 2's video memory tensors, unchecked) and the file's path.
+
+    config: the architecture, for state dicts that carry none and whose shapes do not tell it all.
+    """
     path = resolve_source(source)
-    state_dict, config = read_checkpoint(path)
-    config = config or detect_config(state_dict, path)
+    state_dict, stored = read_checkpoint(path)
+    config = config or stored or detect_config(state_dict, path)
     with torch.device("meta"):
         reference = build_sam(config)
-    check_state_dict(reference, state_dict, path)
+    image_part, _ = split_video_memory(state_dict) if config.decoder == "sam2" else (state_dict, {})
+    check_state_dict(reference, image_part, path)
     return state_dict, config, path
 
 
 def decoder_of(state_dict: StateDict) -> str:
-    """`SamConfig.decoder` of a state dict: "hq" where SAM-HQ's output token is present."""
+    """`SamConfig.decoder` of a state dict: "hq" where SAM-HQ's output token is present, "sam2"
+    where SAM 2's object-score token is."""
+    if "mask_decoder.obj_score_token.weight" in state_dict:
+        return "sam2"
     return "hq" if "mask_decoder.hf_token.weight" in state_dict else "sam"
 
 
@@ -303,15 +407,18 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return resolved
 
 
-def load_model(source: PathLike, device: Union[str, torch.device] = "cpu") -> Sam:
+def load_model(source: PathLike, device: Union[str, torch.device] = "cpu", config: Optional[SamConfig] = None) -> Sam:
     """A ready `Sam` (eval mode) from a checkpoint path or a registered name.
 
-    source: an official checkpoint (`sam_vit_b_01ec64.pth`, ... or any state dict of that
-    layout), one of our `.safetensors` files, "default" (the bundled model) or a name in
-    `OFFICIAL_CHECKPOINTS`.
+    source: a released checkpoint (`sam_vit_b_01ec64.pth`, `mobile_sam.pt`, `sam_hq_vit_*.pth`,
+    `sam2.1_hiera_*.pt`, ... or any state dict of those layouts), one of our `.safetensors`
+    files, "default" (the bundled model) or a name in `OFFICIAL_CHECKPOINTS`.
+    config: the architecture, where the file carries none and its shapes do not tell it all
+    (SAM 2 models of other sizes than the released ones).
     """
     device = resolve_device(device)
-    state_dict, config, _ = read_checked(source)
+    state_dict, config, _ = read_checked(source, config)
+    state_dict, _ = split_video_memory(state_dict)
     with torch.device("meta"):
         model = build_sam(config)
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
@@ -341,8 +448,11 @@ def write_checkpoint(state_dict: StateDict, path: PathLike, config: Optional[Sam
         if config is not None and not _detected_as(state_dict, config):
             raise CheckpointError(f"{path}: the .pth layout holds no config, and this {config.family} model's "
                                   "cannot be read back from its shapes; use .safetensors")
+        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
+        if config is not None and config.decoder == "sam2":  # SAM 2's own layout
+            tensors = {"model": to_sam2_layout(tensors)}
         with atomic_path(path) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+            torch.save(tensors, tmp)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r} (use .safetensors or .pth)")
 
@@ -355,15 +465,18 @@ def _detected_as(state_dict: StateDict, config: SamConfig) -> bool:
         return False
 
 
-def convert_checkpoint(source: PathLike, destination: PathLike) -> SamConfig:
-    """Convert between official .pth and our .safetensors; tensors are copied bit for bit.
+def convert_checkpoint(source: PathLike, destination: PathLike, config: Optional[SamConfig] = None) -> SamConfig:
+    """Convert between released .pth/.pt and our .safetensors; tensors are copied bit for bit
+    (SAM 2's video memory modules too).
 
-    Keys are written in the model's own order, the order of the official checkpoints.
+    Keys are written in the model's own order, the order of the official checkpoints; config
+    as in `load_model`.
     """
-    state_dict, config, _ = read_checked(source)
+    state_dict, config, _ = read_checked(source, config)
     with torch.device("meta"):
         reference = build_sam(config)
     ordered = {key: state_dict[key] for key in reference.state_dict()}
+    ordered.update((key, value) for key, value in state_dict.items() if key not in ordered)  # SAM 2's video memory
     write_checkpoint(ordered, destination, config)
     return config
 

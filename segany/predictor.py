@@ -5,7 +5,7 @@ Same methods, signatures, shapes and coordinate conventions as `segment_anything
 `set_embedding` to reuse an embedding computed elsewhere.
 """
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .allocator import tune_allocator
 from .errors import SegAnyError
 from .modeling import Sam
 from .modeling.transformer import ImageSide
-from .transforms import ImageLike, ResizeLongestSide, to_rgb_uint8
+from .transforms import ImageLike, resize_for, to_rgb_uint8
 
 Prediction = Tuple[np.ndarray, np.ndarray, np.ndarray]
 PROMPTS_PER_DECODER_CALL = 4
@@ -75,7 +75,7 @@ class SamPredictor:
         self.model = sam_model
         self.dtype = dtype
         self.decoder_dtype = decoder_dtype
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.transform = resize_for(sam_model)
         self.reset_image()
 
     def _precision(self, dtype: torch.dtype) -> torch.autocast:
@@ -293,16 +293,16 @@ class SamPredictor:
         multimask_output: bool,
         has_mask_input: bool,
         iou_threshold: Optional[float] = None,
-        hq_token_only: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C).
+        options: Optional[Dict[str, Any]] = None,
+    ) -> Tuple[torch.Tensor, ...]:
+        """Mask decoder on the current image: low-res logits (B, C, 256, 256) and IoU (B, C)
+        (and what else its `options`, from `Sam.decoder_options`, ask of it).
 
         On a CPU, runs PROMPTS_PER_DECODER_CALL prompts at a time: per prompt, the decoder's
         image-sized intermediates are 4 MiB each, and a few prompts' worth stay in cache where a
         whole batch would go to memory (64 prompts: 25 -> 20 ms per prompt). Elsewhere the whole
         batch at once: a GPU is kept busy by few large kernels, not many small ones.
         """
-        options = self.model.decoder_options(hq_token_only)
         per_call = PROMPTS_PER_DECODER_CALL if self.device.type == "cpu" else max(len(sparse), 1)
         if self._image_pe is None:
             self._image_pe = self.model.prompt_encoder.get_dense_pe()
@@ -321,13 +321,13 @@ class SamPredictor:
                 image_side=image_side,
                 iou_threshold=iou_threshold,
                 high_res_features=self.high_res_features,
-                **options,
+                **(options or {}),
             )
             for start in range(0, max(len(sparse), 1), per_call)
         ]
         if len(outputs) == 1:
             return outputs[0]
-        return torch.cat([masks for masks, _ in outputs]), torch.cat([iou for _, iou in outputs])
+        return tuple(torch.cat(parts) for parts in zip(*outputs))
 
     @torch.no_grad()
     def predict_low_res_torch(
@@ -339,21 +339,22 @@ class SamPredictor:
         multimask_output: bool = True,
         iou_threshold: Optional[float] = None,
         hq_token_only: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return_object_scores: bool = False,
+    ) -> Tuple[torch.Tensor, ...]:
         """`predict_torch` without the upscaling: low-res logits (B, C, 256, 256) and IoU (B, C).
 
         For callers that filter masks before paying for full-size ones (segment everything).
         iou_threshold: prompts whose masks all have predicted IoU <= this get NaN logits
         instead of computed ones (the decoder skips their upscaling).
+        return_object_scores: SAM 2 models: also return the object-score logits (B, 1).
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
+        options = self.model.decoder_options(hq_token_only, return_object_scores)
         with self._precision(self.decoder_dtype):
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res_masks, iou_predictions = self._decode(
-                sparse, dense, multimask_output, mask_input is not None, iou_threshold, hq_token_only
-            )
-        return low_res_masks.float(), iou_predictions.float()
+            outputs = self._decode(sparse, dense, multimask_output, mask_input is not None, iou_threshold, options)
+        return tuple(output.float() for output in outputs)
 
     @torch.no_grad()
     def predict_torch(

@@ -117,3 +117,26 @@ class ResizeLongestSide:
 
     def apply_boxes_torch(self, boxes: torch.Tensor, original_size: Tuple[int, ...]) -> torch.Tensor:
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+class ResizeSquare(ResizeLongestSide):
+    """Resize images to `target_length` x `target_length` (SAM 2's input), and map coordinates alike.
+
+    Images are resized as float (bilinear with antialiasing, as SAM 2 resizes its tensors), not
+    rounded back to uint8.
+    """
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> Tuple[int, int]:
+        return long_side_length, long_side_length
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (S, S, 3) float32 in 0-255."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        return self.apply_image_torch(tensor)[0].permute(1, 2, 0).numpy()
+
+
+def resize_for(model: torch.nn.Module) -> ResizeLongestSide:
+    """The image and prompt resizing of a `Sam` (`Sam.resize`)."""
+    size = model.image_encoder.img_size
+    return ResizeSquare(size) if getattr(model, "resize", "longest_side") == "square" else ResizeLongestSide(size)

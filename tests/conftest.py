@@ -29,6 +29,8 @@ FAMILY_MODELS = {
     "mobile_sam": CONFIGS["vit_t"],
     "sam_hq": SMALL_HQ_VIT_B,
     "sam_hq_tiny": CONFIGS["hq_vit_t"],
+    # Full hiera_t: SAM 2's sizes are detected from the released architectures only.
+    "sam2": CONFIGS["hiera_t"],
 }
 # A very small model for API checks that do not need official sizes.
 MICRO = SamConfig(

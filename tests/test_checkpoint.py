@@ -188,3 +188,36 @@ def test_released_family_sizes_are_detected_from_shapes(name):
     with torch.device("meta"):
         state_dict = segany.modeling.build_sam(config).state_dict()
     assert segany.checkpoint.detect_config(state_dict) == config
+
+
+def test_sam2_checkpoint_converts_bit_identically_with_its_video_modules(family_checkpoint, tmp_path):
+    """A SAM 2.1 .pt (state dict under "model", video memory modules included): hiera_t detected,
+    .safetensors and back with the same names and bits; the model holds the image part."""
+    pth = family_checkpoint("sam2")
+    original = torch.load(pth, weights_only=True)["model"]
+    video = {k: v for k, v in original.items() if segany.checkpoint.is_video_memory(k)}
+    assert video
+    st, back = tmp_path / "model.safetensors", tmp_path / "back.pt"
+    assert segany.convert_checkpoint(pth, st) == segany.CONFIGS["hiera_t"]
+    assert segany.convert_checkpoint(st, back) == segany.CONFIGS["hiera_t"]
+    returned = torch.load(back, weights_only=True)["model"]
+    assert_same_tensors(dict(sorted(returned.items())), dict(sorted(original.items())))
+    image_part = segany.checkpoint.to_sam2_layout(segany.load_model(st).state_dict())
+    assert_same_tensors(image_part, {k: original[k] for k in image_part})
+    assert set(image_part) | set(video) == set(original)
+
+
+def test_sam2_video_modules_alone_are_refused(family_checkpoint, tmp_path):
+    original = torch.load(family_checkpoint("sam2"), weights_only=True)["model"]
+    path = tmp_path / "memory_only.pt"
+    torch.save({"model": {k: v for k, v in original.items() if segany.checkpoint.is_video_memory(k)}}, path)
+    with pytest.raises(CheckpointError, match="only SAM 2's video memory modules"):
+        segany.load_model(path)
+
+
+@pytest.mark.parametrize("name", ["hiera_t", "hiera_s", "hiera_b+", "hiera_l"])
+def test_released_sam2_sizes_are_detected_from_shapes(name):
+    config = segany.CONFIGS[name]
+    with torch.device("meta"):
+        state_dict = segany.modeling.build_sam(config).state_dict()
+    assert segany.checkpoint.detect_config(state_dict) == config

@@ -21,7 +21,7 @@ from ..transforms import ImageLike, to_rgb_uint8
 from ..validation import check_number
 from .boxes import first_and_last, box_area, is_box_near_crop_edge, masks_to_boxes, nms
 from .grid import Box, build_layer_point_grids, generate_crop_boxes
-from .regions import remove_small_regions
+from .regions import fill_small_regions, remove_small_regions
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Full-resolution logits upscaled at once: 2**25 float32 values, 128 MiB.
@@ -128,6 +128,10 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         dtype: torch.dtype = torch.float32,
         decoder_dtype: torch.dtype = torch.float32,
+        multimask_output: bool = True,
+        use_m2m: bool = False,
+        mask_threshold: float = 0.0,
+        low_res_fill_area: float = 0,
     ) -> None:
         """
         Args:
@@ -152,6 +156,13 @@ class SamAutomaticMaskGenerator:
             output_mode: "binary_mask" (H, W) bool, "uncompressed_rle", or "coco_rle".
             dtype, decoder_dtype: precision of the image encoder and of the mask decoder, as in
                 `SamPredictor` (torch.bfloat16: faster, approximate).
+            multimask_output: three masks per point (SAM 2's generator can ask for one).
+            use_m2m: SAM 2's mask-to-mask refinement: every mask is predicted once more from its
+                point with its own low-res logits (clipped to +-32) as the mask prompt, single
+                mask, before the filters.
+            mask_threshold: logits above it are foreground (also for the stability score).
+            low_res_fill_area: SAM 2's clean-up of each mask's low-res logits before the filters:
+                holes and islands of at most this many 256 x 256 pixels are filled / removed.
         """
         point_grids = check_settings(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
                                      stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
@@ -169,6 +180,12 @@ class SamAutomaticMaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.multimask_output = multimask_output
+        self.use_m2m = use_m2m
+        check_number("mask_threshold", mask_threshold)
+        check_number("low_res_fill_area", low_res_fill_area, low=0)
+        self.mask_threshold = float(mask_threshold)
+        self.low_res_fill_area = low_res_fill_area
 
     @torch.no_grad()
     def generate(self, image: ImageLike, embedding: Optional[torch.Tensor] = None,
@@ -231,16 +248,25 @@ class SamAutomaticMaskGenerator:
         device = predictor.device  # the decoder and the upscaling run there; filtering and encoding on the CPU
         coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), device=device)
         labels = torch.ones(len(points), 1, dtype=torch.int, device=device)
-        iou_threshold = self.pred_iou_thresh if self.pred_iou_thresh > 0 else None
+        # Without refinement, masks the IoU filter drops need not be upscaled inside the decoder.
+        iou_threshold = self.pred_iou_thresh if self.pred_iou_thresh > 0 and not self.use_m2m else None
         low_res, iou_preds = predictor.predict_low_res_torch(
-            coords[:, None], labels, multimask_output=True, iou_threshold=iou_threshold
+            coords[:, None], labels, multimask_output=self.multimask_output, iou_threshold=iou_threshold
         )
-        per_point = low_res.shape[1]  # 3 ambiguity-aware masks; SAM-HQ's decoder gives 1
-        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).cpu()  # B*per_point masks
+        per_point = low_res.shape[1]  # 3 ambiguity-aware masks, or 1 (SAM-HQ's decoder, multimask_output off)
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)  # B*per_point masks
         points = torch.as_tensor(points).repeat_interleave(per_point, dim=0)
+        if self.use_m2m:
+            low_res, iou_preds = predictor.predict_low_res_torch(
+                coords.repeat_interleave(per_point, dim=0)[:, None], labels.repeat_interleave(per_point, dim=0),
+                mask_input=low_res.clamp(-32, 32)[:, None], multimask_output=False,
+            )
+            low_res, iou_preds = low_res[:, 0], iou_preds[:, 0]
+        iou_preds = iou_preds.cpu()
         if self.pred_iou_thresh > 0:
             keep = iou_preds > self.pred_iou_thresh
             low_res, iou_preds, points = low_res[keep.to(device)], iou_preds[keep], points[keep]
+        low_res = fill_small_regions(low_res, self.mask_threshold, self.low_res_fill_area, self.low_res_fill_area)
 
         height, width = predictor.original_size
         per_chunk = max(1, UPSCALE_CHUNK_PIXELS // (height * width))
@@ -265,7 +291,7 @@ class SamAutomaticMaskGenerator:
         below all of them, so counts and masks are those of the whole image.
         """
         predictor = self.predictor
-        threshold, offset = predictor.model.mask_threshold, self.stability_score_offset
+        threshold, offset = self.mask_threshold, self.stability_score_offset
         logits = predictor.model.postprocess_masks(low_res[:, None], predictor.input_size,
                                                    predictor.original_size)[:, 0].cpu()
         reach = _reach(low_res, threshold - abs(offset), predictor.input_size, predictor.original_size).cpu()

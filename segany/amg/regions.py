@@ -1,9 +1,10 @@
-"""Small-region clean-up of binary masks: fill small holes, drop small islands."""
+"""Small-region clean-up of masks: fill small holes, drop small islands (binary masks, or SAM 2's logits)."""
 
 from typing import Tuple
 
 import cv2
 import numpy as np
+import torch
 
 
 def remove_small_regions(mask: np.ndarray, min_area: float, mode: str) -> Tuple[np.ndarray, bool]:
@@ -30,3 +31,27 @@ def remove_small_regions(mask: np.ndarray, min_area: float, mode: str) -> Tuple[
     else:
         selected[1:] = ~small
     return selected[labels], True
+
+
+def fill_small_regions(logits: torch.Tensor, threshold: float, max_hole_area: float,
+                       max_sprinkle_area: float) -> torch.Tensor:
+    """SAM 2's clean-up of mask logits (..., h, w), each (h, w) plane on its own: 8-connected
+    background regions (logits <= threshold) of at most max_hole_area pixels become foreground
+    (threshold + 10), foreground regions of at most max_sprinkle_area pixels become background
+    (threshold - 10); both judged on the logits as given; 0 turns either off. Returns a new tensor.
+    """
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return logits
+    planes = logits.detach().float().cpu().reshape(-1, *logits.shape[-2:]).numpy()
+    cleaned = planes.copy()
+    for plane, out in zip(planes, cleaned):
+        foreground = plane > threshold
+        for region, max_area, value in ((~foreground, max_hole_area, threshold + 10.0),
+                                        (foreground, max_sprinkle_area, threshold - 10.0)):
+            if max_area <= 0:
+                continue
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= max_area
+            small[0] = False  # label 0: the pixels outside the region
+            out[small[labels]] = value
+    return torch.from_numpy(cleaned).reshape(logits.shape).to(logits.device, logits.dtype)

@@ -38,17 +38,22 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """`num_layers` Linear layers with ReLU between them (hypernetworks, IoU head)."""
+    """`num_layers` Linear layers with an activation (ReLU) between them (hypernetworks, IoU
+    head, Hiera's feed-forward blocks); `sigmoid_output` squashes the result to (0, 1)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+                 activation: Type[nn.Module] = nn.ReLU, sigmoid_output: bool = False) -> None:
         super().__init__()
         widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = activation()
+        self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
+            x = self.act(layer(x))
+        x = self.layers[-1](x)
+        return torch.sigmoid(x) if self.sigmoid_output else x
 
 
 def run_block(block: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:

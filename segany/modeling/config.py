@@ -1,8 +1,9 @@
 """Model configurations and the builder that turns one into a `Sam`.
 
 The image encoder is a plug-in: `SamConfig.encoder` names an entry of `ENCODERS`, a function
-that builds it from the config; `SamConfig.decoder` names the mask decoder ("sam", or "hq" for
-SAM-HQ's, which also reads the encoder's early features). The prompt encoder is SAM's for all.
+that builds it from the config; `SamConfig.decoder` names the mask decoder ("sam"; "hq" for
+SAM-HQ's, which also reads the encoder's early features; "sam2" for SAM 2's, which reads its
+high-resolution features). The prompt encoder is SAM's for all.
 """
 
 import dataclasses
@@ -14,9 +15,11 @@ from torch import nn
 from ..errors import SegAnyError
 from ..validation import check_field_types, check_number
 
+from .hiera import ImageEncoderHiera
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .mask_decoder_hq import MaskDecoderHQ
+from .mask_decoder_sam2 import MaskDecoderSAM2
 from .mobilenet import ImageEncoderMobileNet
 from .prompt_encoder import PromptEncoder
 from .sam import PIXEL_MEAN, PIXEL_STD, Sam
@@ -30,9 +33,13 @@ class SamConfig:
 
     encoder: "vit" (the official encoder; the encoder_* fields size it), "tiny_vit"
     (MobileSAM's; encoder_stage_dims and _depths size its 4 stages, encoder_stage_heads and
-    _windows its 3 attention stages, encoder_mlp_ratio its MLPs and MBConv expansion) or "mobilenet_v2" (`ImageEncoderMobileNet`; its output stride is
-    patch_size). patch_size: input pixels per embedding cell, so the embedding grid is
-    image_size // patch_size. decoder: "sam" or "hq" (SAM-HQ).
+    _windows its 3 attention stages, encoder_mlp_ratio its MLPs and MBConv expansion),
+    "hiera" (SAM 2's; encoder_embed_dim and encoder_num_heads at the first of its 4 stages,
+    doubled at each next one, encoder_stage_depths and _windows per stage, global attention in
+    encoder_global_attn_indexes, a position-embedding grid of encoder_pos_embed_size) or
+    "mobilenet_v2" (`ImageEncoderMobileNet`; its output stride is patch_size). patch_size:
+    input pixels per embedding cell, so the embedding grid is image_size // patch_size.
+    decoder: "sam", "hq" (SAM-HQ) or "sam2" (SAM 2, with a hiera encoder).
     """
 
     encoder: str = "vit"
@@ -47,6 +54,7 @@ class SamConfig:
     encoder_stage_depths: Tuple[int, ...] = ()
     encoder_stage_heads: Tuple[int, ...] = ()
     encoder_stage_windows: Tuple[int, ...] = ()
+    encoder_pos_embed_size: Tuple[int, ...] = ()
     image_size: int = 1024
     patch_size: int = 16
     prompt_embed_dim: int = 256
@@ -66,7 +74,15 @@ class SamConfig:
         """The model family, as users name it."""
         if self.decoder == "hq":
             return "SAM-HQ"
+        if self.decoder == "sam2":
+            return "SAM 2"
         return {"vit": "SAM", "tiny_vit": "MobileSAM", "mobilenet_v2": "segany"}[self.encoder]
+
+    @property
+    def resize(self) -> str:
+        """How images become the model's square input: "longest_side" (SAM: scaled to image_size
+        on the long side, padded) or "square" (SAM 2: stretched to image_size x image_size)."""
+        return "square" if self.decoder == "sam2" else "longest_side"
 
     @property
     def embedding_size(self) -> int:
@@ -85,9 +101,10 @@ class SamConfig:
                 # every size at least 1; a window of 0 means global attention in every block
                 check_number(f"model config: {field.name}", value, low=0 if field.name == "encoder_window_size" else 1)
         check_number("model config: encoder_mlp_ratio", self.encoder_mlp_ratio, low=0, low_open=True)
-        for index in self.encoder_global_attn_indexes:
-            check_number("model config: encoder_global_attn_indexes", index, integer=True, low=0,
-                         high=self.encoder_depth - 1)
+        if self.encoder == "vit":
+            for index in self.encoder_global_attn_indexes:
+                check_number("model config: encoder_global_attn_indexes", index, integer=True, low=0,
+                             high=self.encoder_depth - 1)
         for name, std in zip("RGB", self.pixel_std):
             check_number(f"model config: pixel_std ({name})", std, low=0, low_open=True)
         if self.image_size % self.patch_size:
@@ -104,6 +121,11 @@ class SamConfig:
                               f"8, 16 or 32, got {self.patch_size}")
         if self.encoder == "tiny_vit":
             self._check_tiny_vit()
+        if self.encoder == "hiera":
+            self._check_hiera()
+        if (self.encoder == "hiera") != (self.decoder == "sam2"):
+            raise SegAnyError(f"model config: the sam2 decoder and the hiera encoder go together, "
+                              f"got encoder {self.encoder} with decoder {self.decoder}")
         if self.decoder == "hq" and self.encoder not in ("vit", "tiny_vit"):
             raise SegAnyError(f"model config: the hq decoder needs a vit or tiny_vit encoder, not {self.encoder}")
         if self.decoder == "hq" and self.encoder == "vit" and (not self.encoder_global_attn_indexes
@@ -131,6 +153,33 @@ class SamConfig:
             raise SegAnyError(f"model config: a tiny_vit encoder has output stride 16; patch_size must be 16, "
                               f"got {self.patch_size}")
 
+    def _check_hiera(self) -> None:
+        for name, length in (("encoder_stage_depths", 4), ("encoder_stage_windows", 4),
+                             ("encoder_pos_embed_size", 2)):
+            values = getattr(self, name)
+            if len(values) != length:
+                raise SegAnyError(f"model config: a hiera encoder needs {length} {name}, got {list(values)}")
+            for value in values:
+                check_number(f"model config: {name}", value, integer=True, low=1)
+        for index in self.encoder_global_attn_indexes:
+            check_number("model config: encoder_global_attn_indexes", index, integer=True, low=0,
+                         high=sum(self.encoder_stage_depths) - 1)
+        starts = {sum(self.encoder_stage_depths[:i]) for i in range(1, 4)}
+        if starts & set(self.encoder_global_attn_indexes):
+            raise SegAnyError(f"model config: a hiera stage's first block (blocks {sorted(starts)}) pools inside its "
+                              "window and cannot be a global-attention block")
+        for stage in range(3):  # the first block of the next stage halves the window
+            if self.encoder_stage_windows[stage] % 2:
+                raise SegAnyError(f"model config: encoder_stage_windows[{stage}] must be even (the next stage pools "
+                                  f"it 2x2), got {self.encoder_stage_windows[stage]}")
+        grid = self.image_size // 4
+        if grid % self.encoder_stage_windows[0]:
+            raise SegAnyError(f"model config: the first hiera window ({self.encoder_stage_windows[0]}) must divide "
+                              f"image_size / 4 = {grid}")
+        if self.patch_size != 16 or self.image_size % 32:
+            raise SegAnyError(f"model config: a hiera encoder has output stride 16 and pools to stride 32: patch_size "
+                              f"must be 16 and image_size a multiple of 32, got {self.patch_size}, {self.image_size}")
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -143,6 +192,10 @@ class SamConfig:
         if self.encoder == "tiny_vit":
             return (f"TinyViT, stage widths {list(self.encoder_stage_dims)}, depths {list(self.encoder_stage_depths)}, "
                     f"heads {list(self.encoder_stage_heads)}, windows {list(self.encoder_stage_windows)}")
+        if self.encoder == "hiera":
+            return (f"Hiera, width {self.encoder_embed_dim}, {self.encoder_num_heads} heads (doubled per stage), "
+                    f"depths {list(self.encoder_stage_depths)}, windows {list(self.encoder_stage_windows)}, "
+                    f"global attention in blocks {list(self.encoder_global_attn_indexes)}")
         return f"{self.encoder}, output stride {self.patch_size}"
 
     @classmethod
@@ -184,6 +237,20 @@ def _tiny_vit_encoder(config: SamConfig) -> nn.Module:
     )
 
 
+def _hiera_encoder(config: SamConfig) -> nn.Module:
+    return ImageEncoderHiera(
+        img_size=config.image_size,
+        embed_dim=config.encoder_embed_dim,
+        num_heads=config.encoder_num_heads,
+        stage_depths=config.encoder_stage_depths,
+        stage_windows=config.encoder_stage_windows,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        pos_embed_size=config.encoder_pos_embed_size,
+        mlp_ratio=config.encoder_mlp_ratio,
+        out_chans=config.prompt_embed_dim,
+    )
+
+
 def _mobilenet_encoder(config: SamConfig) -> nn.Module:
     return ImageEncoderMobileNet(img_size=config.image_size, out_chans=config.prompt_embed_dim,
                                  output_stride=config.patch_size)
@@ -192,15 +259,17 @@ def _mobilenet_encoder(config: SamConfig) -> nn.Module:
 # Image encoders by SamConfig.encoder: each maps a config to a module with `img_size`,
 # `layer_depth(name)`, `num_layers` and `gradient_checkpointing`, whose forward takes
 # (B, 3, image_size, image_size) normalised pixels to (B, prompt_embed_dim, grid, grid); those
-# that can feed SAM-HQ also have `early_channels` and `forward_with_early`.
+# that feed SAM-HQ or SAM 2 also have `early_channels` and `forward_with_early`.
 ENCODERS: Dict[str, Callable[[SamConfig], nn.Module]] = {
-    "vit": _vit_encoder, "tiny_vit": _tiny_vit_encoder, "mobilenet_v2": _mobilenet_encoder,
+    "vit": _vit_encoder, "tiny_vit": _tiny_vit_encoder, "hiera": _hiera_encoder, "mobilenet_v2": _mobilenet_encoder,
 }
 # Mask decoders by SamConfig.decoder.
-DECODERS = ("sam", "hq")
+DECODERS = ("sam", "hq", "sam2")
 
 _TINY_VIT_5M = dict(encoder="tiny_vit", encoder_stage_dims=(64, 128, 160, 320), encoder_stage_depths=(2, 2, 6, 2),
                     encoder_stage_heads=(4, 5, 10), encoder_stage_windows=(7, 14, 7))
+
+_HIERA = dict(encoder_stage_windows=(8, 4, 14, 7), encoder_pos_embed_size=(7, 7))
 
 
 # The official architectures (Kirillov et al., 2023) and smaller ones built from the same classes.
@@ -221,6 +290,17 @@ CONFIGS: Dict[str, SamConfig] = {
                           encoder_global_attn_indexes=(5, 11, 17, 23)),
     "hq_vit_b": SamConfig(decoder="hq"),
     "hq_vit_t": SamConfig(decoder="hq", **_TINY_VIT_5M),
+    # SAM 2.1 (Ravi et al., 2024): Hiera encoders with a feature pyramid, SAM 2's decoder.
+    "hiera_t": SamConfig(encoder="hiera", decoder="sam2", encoder_embed_dim=96, encoder_num_heads=1,
+                         encoder_stage_depths=(1, 2, 7, 2), encoder_global_attn_indexes=(5, 7, 9), **_HIERA),
+    "hiera_s": SamConfig(encoder="hiera", decoder="sam2", encoder_embed_dim=96, encoder_num_heads=1,
+                         encoder_stage_depths=(1, 2, 11, 2), encoder_global_attn_indexes=(7, 10, 13), **_HIERA),
+    "hiera_b+": SamConfig(encoder="hiera", decoder="sam2", encoder_embed_dim=112, encoder_num_heads=2,
+                          encoder_stage_depths=(2, 3, 16, 3), encoder_global_attn_indexes=(12, 16, 20),
+                          **{**_HIERA, "encoder_pos_embed_size": (14, 14)}),
+    "hiera_l": SamConfig(encoder="hiera", decoder="sam2", encoder_embed_dim=144, encoder_num_heads=2,
+                         encoder_stage_depths=(2, 6, 36, 4), encoder_global_attn_indexes=(23, 33, 43),
+                         **{**_HIERA, "encoder_stage_windows": (8, 4, 16, 8)}),
     # A CPU-sized encoder for tests and small trained models.
     "vit_tiny": SamConfig(
         encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=3, encoder_global_attn_indexes=(1, 3)
@@ -253,6 +333,8 @@ def build_sam(config: SamConfig) -> Sam:
     decoder_class, decoder_options = MaskDecoder, {}
     if config.decoder == "hq":
         decoder_class, decoder_options = MaskDecoderHQ, {"early_dim": image_encoder.early_channels}
+    if config.decoder == "sam2":
+        decoder_class = MaskDecoderSAM2
     sam = Sam(
         image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
@@ -279,4 +361,6 @@ def build_sam(config: SamConfig) -> Sam:
         pixel_std=config.pixel_std,
     )
     sam.config = config
+    sam.resize = config.resize
+    sam.prompt_encoder.pad_after_boxes = config.decoder == "sam2"
     return sam.eval()

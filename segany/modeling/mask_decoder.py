@@ -15,6 +15,8 @@ class MaskDecoder(nn.Module):
     uses_early_features = False
     # Names of what `image_features` returns (the ONNX encoder's outputs beside the embedding).
     image_feature_names: Tuple[str, ...] = ()
+    # Output tokens before the IoU token (SAM 2's object-score token).
+    leading_tokens = 0
 
     def __init__(
         self,
@@ -81,7 +83,7 @@ class MaskDecoder(nn.Module):
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, image_side, selected,
-            iou_threshold,
+            iou_threshold, high_res_features,
         )
 
     def image_features(self, image_embeddings: torch.Tensor,
@@ -113,6 +115,7 @@ class MaskDecoder(nn.Module):
         image_side: Optional[ImageSide] = None,
         selected: slice = slice(None),
         iou_threshold: Optional[float] = None,
+        high_res_features: Tuple[torch.Tensor, ...] = (),
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Masks (B, M, 4H, 4W) and predicted IoU (B, M) of the `selected` of the 4 mask tokens.
 
@@ -121,19 +124,26 @@ class MaskDecoder(nn.Module):
         """
         hs, keys = self._transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                                      image_side)
+        return self._heads(hs, keys, image_pe.shape[-2:], selected, iou_threshold, high_res_features)
+
+    def _heads(self, hs: torch.Tensor, keys: torch.Tensor, grid: Tuple[int, int], selected: slice,
+               iou_threshold: Optional[float], high_res_features: Tuple[torch.Tensor, ...]
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`predict_masks` from the transformer's outputs."""
         bs = hs.shape[0]
-        h, w = image_pe.shape[-2:]
-        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]
+        h, w = grid
+        first = self.leading_tokens
+        iou_pred = self.iou_prediction_head(hs[:, first, :])[:, selected]
         token_ids = range(self.num_mask_tokens)[selected]
         hyper_in = torch.stack(
-            [self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in token_ids], dim=1
+            [self.output_hypernetworks_mlps[i](hs[:, first + 1 + i, :]) for i in token_ids], dim=1
         )  # B, M, C/8
         if iou_threshold is not None:
             wanted = (iou_pred > iou_threshold).any(dim=1)
             masks = hyper_in.new_full((bs, len(token_ids), 4 * h, 4 * w), float("nan"))
-            masks[wanted] = self._masks(hyper_in[wanted], keys[wanted], h, w)
+            masks[wanted] = self._masks(hyper_in[wanted], keys[wanted], h, w, high_res_features)
             return masks, iou_pred
-        return self._masks(hyper_in, keys, h, w), iou_pred
+        return self._masks(hyper_in, keys, h, w, high_res_features), iou_pred
 
     def output_tokens(self) -> torch.Tensor:
         """(T, C): the IoU token, then the mask tokens."""
@@ -157,22 +167,32 @@ class MaskDecoder(nn.Module):
         hs, keys = self.transformer(None, None, tokens, image_side=image_side)
         return hs, keys.expand(bs, -1, -1)
 
-    def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int,
+               high_res_features: Tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W)."""
-        return upscaled_to_image(hyper_in @ self._upscale(keys, h, w).transpose(1, 2), h, w)
+        return upscaled_to_image(hyper_in @ self._upscale(keys, h, w, high_res_features).transpose(1, 2), h, w)
 
-    def _upscale(self, keys: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _upscale(self, keys: torch.Tensor, h: int, w: int,
+                 high_res_features: Tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """`output_upscaling` applied to token-major features: (B, H*W, C) -> (B, H*W*16, C/8).
 
         A 2x2 stride-2 transposed convolution maps each input pixel to its own 2x2 output
         pixels, so it is a Linear to 4 x out channels; working per pixel keeps channels last,
         where LayerNorm2d is an ordinary layer norm, and avoids (B, C, 4H, 4W) copies.
+        high_res_features: SAM 2's projected stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W)
+        features, added after each transposed convolution (before its norm or activation).
         """
         up1, norm, act1, up2, act2 = self.output_upscaling
         x = F.linear(keys, _conv_transpose_as_linear(up1.weight), up1.bias.repeat(4))  # B, HW, 4 * C/4
         x = x.unflatten(-1, (4, -1))  # B, HW, (dy, dx), C/4
+        if high_res_features:
+            stride4, stride8 = high_res_features
+            x = x + _per_cell(stride8, h, w, levels=1)
         x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
-        x = act2(F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4)))  # B, HW, 4, 4 * C/8
+        x = F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4))  # B, HW, 4, 4 * C/8
+        if high_res_features:
+            x = x + _per_cell(stride4, h, w, levels=2)
+        x = act2(x)
         return x.reshape(x.shape[0], h * w * 16, x.shape[-1] // 4)
 
 
@@ -184,6 +204,19 @@ def upscaled_to_image(values: torch.Tensor, h: int, w: int) -> torch.Tensor:
     bs, count = values.shape[:2]
     values = values.view(bs, count, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
     return values.reshape(bs, count, 4 * h, 4 * w)
+
+
+def _per_cell(features: torch.Tensor, h: int, w: int, levels: int) -> torch.Tensor:
+    """An image-shaped (B, C, 2^levels H, 2^levels W) tensor in `_upscale`'s layout: one row per
+    embedding cell, (B, H*W, 4, C) for levels 1 (positions dy, dx) and (B, H*W, 4, 4 * C) for
+    levels 2 (dy, dx, then ey, ex and the channel)."""
+    b, c = features.shape[:2]
+    if levels == 1:  # rows 2y+dy, columns 2x+dx
+        x = features.view(b, c, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, h * w, 4, c)
+    # rows 4y+2dy+ey, columns 4x+2dx+ex
+    x = features.view(b, c, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+    return x.reshape(b, h * w, 4, 4 * c)
 
 
 def _conv_transpose_as_linear(weight: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,9 @@ PADDING_LABEL = -1
 
 
 class PromptEncoder(nn.Module):
+    # SAM 2 embeds a box as two more points, so the padding token follows boxes too.
+    pad_after_boxes: bool = False
+
     def __init__(
         self,
         embed_dim: int,
@@ -113,6 +116,8 @@ class PromptEncoder(nn.Module):
             sparse.append(self._embed_points(points[0], points[1], pad=boxes is None))
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
+            if self.pad_after_boxes:
+                sparse.append(self.not_a_point_embed.weight.expand(bs, 1, -1))
         sparse_embeddings = torch.cat(sparse, dim=1)
         if masks is not None:
             dense_embeddings = self.mask_downscaling(masks)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from ..errors import SegAnyError
 from .mask_decoder import MaskDecoder
 from .mask_decoder_hq import MaskDecoderHQ
+from .mask_decoder_sam2 import MaskDecoderSAM2
 from .prompt_encoder import PromptEncoder
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -19,6 +20,7 @@ class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
     config: Any = None  # the SamConfig this model was built from (set by build_sam)
+    resize: str = "longest_side"  # SamConfig.resize: "square" for SAM 2
 
     def __init__(
         self,
@@ -64,13 +66,19 @@ class Sam(nn.Module):
         """Shapes (without the batch axis) of what `encode_image` returns beside the embedding."""
         return self.mask_decoder.image_feature_shapes(self.prompt_encoder.image_embedding_size)
 
-    def decoder_options(self, hq_token_only: bool = False) -> Dict[str, Any]:
-        """Keyword arguments of the mask decoder for the options of its family."""
-        if not hq_token_only:
-            return {}
-        if not isinstance(self.mask_decoder, MaskDecoderHQ):
-            raise SegAnyError("hq_token_only is an option of SAM-HQ models; this model has SAM's decoder")
-        return {"hq_token_only": True}
+    def decoder_options(self, hq_token_only: bool = False, return_object_scores: bool = False) -> Dict[str, Any]:
+        """Keyword arguments of the mask decoder for the options of its family: SAM-HQ's
+        `hq_token_only`, SAM 2's `return_object_scores` (the decoder then also returns them)."""
+        options: Dict[str, Any] = {}
+        if hq_token_only:
+            if not isinstance(self.mask_decoder, MaskDecoderHQ):
+                raise SegAnyError("hq_token_only is an option of SAM-HQ models; this model's decoder is not SAM-HQ's")
+            options["hq_token_only"] = True
+        if return_object_scores:
+            if not isinstance(self.mask_decoder, MaskDecoderSAM2):
+                raise SegAnyError("object scores come from SAM 2 models; this model's decoder is not SAM 2's")
+            options["return_object_scores"] = True
+        return options
 
     @torch.no_grad()
     def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool,
@@ -111,8 +119,11 @@ class Sam(nn.Module):
     ) -> torch.Tensor:
         """Low-res logits (B, C, 256, 256) -> logits (B, C, H, W) at the original image size.
 
-        input_size: (h, w) of the resized image before padding; original_size: (H, W).
+        input_size: (h, w) of the resized image before padding; original_size: (H, W). SAM 2's
+        models (`resize` "square") resize the logits to the original size directly, as SAM 2 does.
         """
+        if self.resize == "square":
+            return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
         # Resizing to image_size and cropping to input_size gives, bit for bit, the first rows and
         # columns of a resize of just the low-res cells they read (the scale factor is the same
         # and no clamped border cell is reached): skip the padding's cells.

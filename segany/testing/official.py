@@ -1,6 +1,6 @@
 """The reference packages as the oracles of tests and benchmarks: the official
-`segment-anything==1.0`, `segment-anything-hq==0.3` (`segment_anything_hq`) and
-`mobilesam-mirror==1.0.0` (`mobile_sam`).
+`segment-anything==1.0`, `segment-anything-hq==0.3` (`segment_anything_hq`),
+`mobilesam-mirror==1.0.0` (`mobile_sam`) and `sam2==1.1.0` (`sam2`).
 
 The official package imports torchvision at import time (its mask generator uses
 `batched_nms`, its predictor resizes images with torchvision's PIL path), and PyPI's
@@ -12,6 +12,14 @@ The same goes for timm, which MobileSAM's TinyViT imports four helpers from and 
 torchvision itself: `to_2tuple`, `trunc_normal_` (torch's), `register_model` (a registry
 decorator; nothing here looks models up by name) and `DropPath` (stochastic depth, identity
 in eval mode and at rate 0, the rate of every MobileSAM model).
+SAM 2 uses three more of torchvision's transforms on tensors, scripted with `torch.jit.script`
+as it scripts them: `ToTensor` of an (H, W, 3) uint8 array (to (3, H, W) float in [0, 1]),
+`Resize` of a float tensor (torchvision's tensor path is `interpolate`, bilinear with
+antialiasing) and `Normalize` (per channel, (x - mean) / std). Its mask clean-up calls a
+compiled extension, `sam2._C.get_connected_componnets`, which pip does not build on a CPU-only
+machine (SAM 2 then skips the clean-up with a warning); the stand-in labels the 8-connected
+regions of each (N, 1, H, W) mask with SciPy and gives each pixel its region's label and area
+(0 off the regions), as the extension does.
 """
 
 import importlib
@@ -19,10 +27,12 @@ import sys
 import types
 from functools import partial
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 
 def _box_area(boxes: torch.Tensor) -> torch.Tensor:
@@ -55,6 +65,33 @@ def _batched_nms(boxes, scores, idxs, iou_threshold):
     return _nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+class _ToTensor:
+    def __call__(self, pic: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(pic)).permute(2, 0, 1).float().div(255)
+
+
+class _Resize(torch.nn.Module):
+    def __init__(self, size: Sequence[int]) -> None:
+        super().__init__()
+        self.size: List[int] = [int(s) for s in size]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x.unsqueeze(0), size=self.size, mode="bilinear", align_corners=False,
+                             antialias=True).squeeze(0)
+
+
+class _Normalize(torch.nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.mean: List[float] = [float(m) for m in mean]
+        self.std: List[float] = [float(s) for s in std]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+
 def _install_torchvision_stand_in() -> None:
     torchvision = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")
@@ -64,6 +101,7 @@ def _install_torchvision_stand_in() -> None:
     functional = types.ModuleType("torchvision.transforms.functional")
     functional.to_pil_image = lambda pic: Image.fromarray(pic)
     functional.resize = lambda img, size: img.resize((size[1], size[0]), Image.BILINEAR)
+    transforms.ToTensor, transforms.Resize, transforms.Normalize = _ToTensor, _Resize, _Normalize
     torchvision.ops, ops.boxes, torchvision.transforms, transforms.functional = ops, boxes, transforms, functional
     sys.modules.update(
         {
@@ -103,9 +141,29 @@ def _install_timm_stand_in() -> None:
                         "timm.models.registry": registry})
 
 
+def _connected_components(mask: torch.Tensor):
+    """(N, 1, H, W) uint8 -> per pixel, the label and the area of its 8-connected region (int32)."""
+    from scipy import ndimage
+
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    areas = np.zeros(mask.shape, dtype=np.int32)
+    for i, plane in enumerate(mask.cpu().numpy()[:, 0]):
+        plane_labels, _ = ndimage.label(plane > 0, structure=np.ones((3, 3)))
+        labels[i, 0] = plane_labels
+        areas[i, 0] = np.bincount(plane_labels.ravel())[plane_labels] * (plane_labels > 0)
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+def _install_sam2_extension_stand_in() -> None:
+    extension = types.ModuleType("sam2._C")
+    extension.get_connected_componnets = _connected_components
+    sys.modules["sam2._C"] = extension
+    importlib.import_module("sam2")._C = extension
+
+
 def import_reference(name: str = "segment_anything"):
-    """A reference package (`segment_anything`, `segment_anything_hq` or `mobile_sam`), importable
-    with or without torchvision and timm."""
+    """A reference package (`segment_anything`, `segment_anything_hq`, `mobile_sam` or `sam2`
+    and its modules), importable with or without torchvision, timm and SAM 2's extension."""
     try:
         importlib.import_module("torchvision.transforms.functional")
     except Exception:
@@ -114,6 +172,11 @@ def import_reference(name: str = "segment_anything"):
         importlib.import_module("timm.models.layers")
     except Exception:
         _install_timm_stand_in()
+    if name.split(".")[0] == "sam2":
+        try:
+            importlib.import_module("sam2._C")
+        except ImportError:
+            _install_sam2_extension_stand_in()
     return importlib.import_module(name)
 
 
@@ -123,12 +186,39 @@ def import_official():
 
 
 # The reference package of each family (`SamConfig.family`).
-REFERENCES = {"SAM": "segment_anything", "MobileSAM": "mobile_sam", "SAM-HQ": "segment_anything_hq"}
+REFERENCES = {"SAM": "segment_anything", "MobileSAM": "mobile_sam", "SAM-HQ": "segment_anything_hq", "SAM 2": "sam2"}
+
+
+def _sam2_overrides(config) -> List[str]:
+    """Hydra overrides that size SAM 2.1's tiny config as `config` (a hiera SamConfig)."""
+    trunk = "++model.image_encoder.trunk."
+    channels = [config.encoder_embed_dim * 2 ** i for i in range(4)][::-1]
+    return [
+        f"{trunk}embed_dim={config.encoder_embed_dim}",
+        f"{trunk}num_heads={config.encoder_num_heads}",
+        f"{trunk}stages={list(config.encoder_stage_depths)}",
+        f"{trunk}global_att_blocks={list(config.encoder_global_attn_indexes)}",
+        f"{trunk}window_pos_embed_bkg_spatial_size={list(config.encoder_pos_embed_size)}",
+        f"{trunk}window_spec={list(config.encoder_stage_windows)}",
+        f"++model.image_encoder.neck.backbone_channel_list={channels}",
+    ]
+
+
+def _build_sam2(config, checkpoint=None):
+    """SAM 2's own `build_sam2` of `config`'s sizes (SAM 2.1's tiny config, resized), with SAM 2's
+    defaults (the single-mask stability fallback on), on the CPU, in eval mode."""
+    if (config.image_size, config.prompt_embed_dim) != (1024, 256):
+        raise ValueError("SAM 2's reference builds 1024-pixel models with 256-wide decoders only")
+    build_sam = import_reference("sam2.build_sam")
+    return build_sam.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None if checkpoint is None else str(checkpoint),
+                                device="cpu", hydra_overrides_extra=_sam2_overrides(config))
 
 
 def build_reference(config):
     """The reference `Sam` of a segany `SamConfig`'s family and sizes, built from that reference
-    package's own classes, in eval mode."""
+    package's own classes, in eval mode (for SAM 2, its `SAM2Base`, video modules included)."""
+    if config.family == "SAM 2":
+        return _build_sam2(config)
     if config.family not in REFERENCES:
         raise ValueError(f"no reference package for the {config.family} family")
     modeling = import_reference(REFERENCES[config.family]).modeling
@@ -201,6 +291,8 @@ def load_reference(config, checkpoint: Path):
     initialisation (their released weights are loaded the same way, so the cache is refreshed
     by any later `eval()` or `train()` call, as their predictors never make).
     """
+    if config.family == "SAM 2":
+        return _build_sam2(config, checkpoint)
     model = build_reference(config)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     return model.eval()
@@ -228,6 +320,8 @@ def random_reference_state_dict(config, seed: int = 0) -> Dict[str, torch.Tensor
 
 
 def write_reference_checkpoint(config, path: Path, seed: int = 0) -> Path:
-    """Save random reference-layout weights as a `.pth`, as the released checkpoints are saved."""
-    torch.save(random_reference_state_dict(config, seed), path)
+    """Save random reference-layout weights as a `.pth`, as the released checkpoints are saved
+    (SAM 2's under "model")."""
+    state_dict = random_reference_state_dict(config, seed)
+    torch.save({"model": state_dict} if config.family == "SAM 2" else state_dict, path)
     return path

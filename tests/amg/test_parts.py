@@ -8,7 +8,7 @@ from PIL import Image
 from segany.amg import stability_score
 from segany.amg.boxes import is_box_near_crop_edge, masks_to_boxes, nms
 from segany.amg.grid import build_layer_point_grids, generate_crop_boxes
-from segany.amg.regions import remove_small_regions
+from segany.amg.regions import fill_small_regions, remove_small_regions
 from segany.masks import mask_to_uncompressed_rle, masks_to_rles, region_to_rle, rle_to_mask
 from segany.testing import official as reference
 
@@ -118,3 +118,18 @@ def test_rle_of_a_region_equals_rle_of_the_whole_mask(person_masks):
     whole = np.zeros((10, 12), dtype=bool)
     whole[7:, 8:] = True
     assert region_to_rle(corner, 7, 8, 10, 12) == masks_to_rles(whole[None])[0]
+
+
+def test_fill_small_regions_fills_holes_and_drops_sprinkles_by_8_connected_area():
+    logits = torch.full((1, 2, 20, 20), -5.0)
+    logits[0, 0, 2:12, 2:12] = 5.0  # a square with a 2-pixel hole and a 9-pixel hole
+    logits[0, 0, 4, 4] = logits[0, 0, 5, 5] = -1.0  # diagonal neighbours: one region of 2
+    logits[0, 0, 7:10, 7:10] = -1.0
+    logits[0, 1, 15, 15] = logits[0, 1, 16, 16] = 3.0  # a 2-pixel sprinkle on its own
+    cleaned = fill_small_regions(logits, 0.0, max_hole_area=2, max_sprinkle_area=2)
+    assert cleaned[0, 0, 4, 4] == cleaned[0, 0, 5, 5] == 10.0
+    assert (cleaned[0, 0, 7:10, 7:10] == -1.0).all()
+    assert (cleaned[0, 1, 15:17, 15:17] <= 0).all() and cleaned[0, 1, 15, 15] == -10.0
+    assert (cleaned[0, 0, 2:12, 2:12] > 0).sum() == 100 - 9
+    assert torch.equal(fill_small_regions(logits, 0.0, 0, 0), logits)
+    assert logits[0, 0, 4, 4] == -1.0  # the input is left as it was
