@@ -98,9 +98,12 @@ def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False
                    quantize: bool = False, full_size: bool = True) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
     dynamic quantisation of its weights. Returns the path."""
-    if model.mask_decoder.image_feature_names:
-        raise SegAnyError("ONNX export: SAM-HQ's decoder graph (with its hq_features input) is not available "
-                          "yet, so neither is the browser page; SAM-HQ models run in the PyTorch predictor")
+    names = model.mask_decoder.image_feature_names
+    if names:
+        family = getattr(model.config, "family", "this")
+        raise SegAnyError(f"ONNX export: the decoder graph of {family} models (with its {', '.join(names)} inputs) "
+                          f"is not available yet, so neither is the browser page; {family} models run in the "
+                          "PyTorch predictor")
     # eval() on the wrapper too: the exporter restores the wrapper's mode on every submodule.
     wrapper = OnnxDecoder(model.float(), single_mask, stability_score, full_size=full_size).eval()
     c, (h, w) = model.prompt_encoder.embed_dim, model.prompt_encoder.image_embedding_size

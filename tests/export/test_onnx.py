@@ -126,8 +126,10 @@ def test_sam_hq_encoder_exports_its_hq_features_and_its_decoder_is_refused(tmp_p
     embedding, hq_features = session.run(None, {"image": pixels.numpy()})
     np.testing.assert_allclose(embedding, expected[0].numpy(), rtol=0, atol=1e-4)
     np.testing.assert_allclose(hq_features, expected[1][0].numpy(), rtol=0, atol=1e-4)
-    with pytest.raises(segany.SegAnyError, match="SAM-HQ's decoder graph"):
+    with pytest.raises(segany.SegAnyError, match="decoder graph of SAM-HQ models"):
         export_decoder(model, tmp_path / "decoder.onnx")
+    with pytest.raises(segany.SegAnyError, match="decoder graph of SAM 2 models .*high_res_feats_0"):
+        export_decoder(segany.random_model("hiera_t"), tmp_path / "decoder.onnx")
     assert not (tmp_path / "decoder.onnx").exists()
 
 

@@ -212,12 +212,14 @@ def test_images_without_masks_are_left_out_of_their_step(tmp_path, micro_init, s
 FAMILY_VARIANTS = {
     "mobile_sam": dataclasses.replace(CONFIGS["vit_t"], encoder_stage_depths=(1, 1, 1, 1)),
     "sam_hq": SMALL_HQ_VIT_B,
+    # SAM 2's .pt holds no config: only the released sizes load without one.
+    "sam2": CONFIGS["hiera_t"],
 }
 
 
 @pytest.mark.parametrize("family", FAMILY_VARIANTS)
 def test_train_init_fine_tunes_a_reference_checkpoint(tmp_path, shared_data, family):
-    """`segany train --init x.pth` on a MobileSAM or SAM-HQ checkpoint: the family is detected, the
+    """`segany train --init x.pth` on a MobileSAM, SAM-HQ or SAM 2.1 checkpoint: the family is detected, the
     image encoder stays frozen, and for SAM-HQ only its HQ modules learn (as its paper trains)."""
     config = FAMILY_VARIANTS[family]
     checkpoint = reference.write_reference_checkpoint(config, tmp_path / f"{family}.pth", seed=9)
