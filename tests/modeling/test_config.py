@@ -42,7 +42,7 @@ def test_unknown_config_field_is_named():
     with pytest.raises(ValueError, match="encoder_width"):
         SamConfig.from_dict({"encoder_width": 3})
     for make in (lambda: SamConfig(encoder="resnet"), lambda: SamConfig.from_dict({"encoder": "resnet"})):
-        with pytest.raises(ValueError, match="unknown encoder 'resnet'; known: vit, tiny_vit, mobilenet_v2"):
+        with pytest.raises(ValueError, match="unknown encoder 'resnet'; known: vit, tiny_vit, hiera, mobilenet_v2"):
             make()
 
 
