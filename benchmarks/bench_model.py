@@ -8,15 +8,17 @@ image encoder in bfloat16 (`dtype`; the decoder stays float32), and with the dec
 bfloat16 too (`decoder_dtype`). Ratios are official / segany (> 1: segany is faster). `--memory`
 adds the peak RSS of a fresh process that loads the model and encodes the image once.
 `--arch default` times the bundled model (docs/models.md) against the official vit_b, the
-smallest official SAM (so the parity line is left out). `--family mobile_sam|sam_hq` times
+smallest official SAM (so the parity line is left out). `--family mobile_sam|sam_hq|sam2` times
 MobileSAM (vit_t) against `mobile_sam`, SAM-HQ (hq_vit_b, or `--arch hq_vit_t` etc.) against
-`segment_anything_hq`; their "official" column is that reference.
+`segment_anything_hq`, SAM 2.1 (hiera_t, or `--arch hiera_s` etc.) against `sam2`'s
+`SAM2ImagePredictor`; their "official" column is that reference. segany's columns are
+`SamPredictor` for every family.
 
 Both packages run in this one process, so the official one also runs with the allocator
 settings that creating a segany predictor applies (`segany.allocator`): the ratios are
 not flattered by them.
 
-    python benchmarks/bench_model.py [--family sam|mobile_sam|sam_hq] [--arch NAME] [--repeats 3] [--image PATH]
+    python benchmarks/bench_model.py [--family sam|mobile_sam|sam_hq|sam2] [--arch NAME] [--repeats 3] [--image PATH]
                                      [--memory]
 """
 
@@ -50,9 +52,7 @@ image = np.asarray(Image.open(image).convert("RGB"))
 if impl == "official":
     import segany
     from segany.testing import official
-    config = segany.CONFIGS[arch]
-    package = official.import_reference(official.REFERENCES[config.family])
-    predictor = package.SamPredictor(official.load_reference(config, checkpoint))
+    predictor = official.reference_predictor(segany.CONFIGS[arch], checkpoint)
 else:
     import segany
     predictor = segany.SamPredictor(segany.load_model(checkpoint))
@@ -63,7 +63,23 @@ print(peak_kib / 1024)
 """
 # Each family's architecture timed by default, and those it may time.
 FAMILY_ARCHS = {"sam": ["vit_b", "vit_l", "vit_h", "default"], "mobile_sam": ["vit_t"],
-                "sam_hq": ["hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_t"]}
+                "sam_hq": ["hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_t"],
+                "sam2": ["hiera_t", "hiera_s", "hiera_b+", "hiera_l"]}
+
+
+def is_sam2_reference(p) -> bool:
+    return hasattr(p, "_transforms")  # sam2's SAM2ImagePredictor
+
+
+def input_frame(p, points: torch.Tensor) -> torch.Tensor:
+    """Points (B, N, 2) in image pixels -> the predictor's model input frame."""
+    if is_sam2_reference(p):
+        return p._transforms.transform_coords(points, normalize=True, orig_hw=p._orig_hw[-1])
+    return p.transform.apply_coords_torch(points, p.original_size)
+
+
+def embedding(p) -> torch.Tensor:
+    return p._features["image_embed"] if is_sam2_reference(p) else p.features
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -108,7 +124,7 @@ def main() -> None:
     checkpoint = segany.checkpoint.BUNDLED_MODELS["default"] if args.arch == "default" else official_checkpoint
     model = segany.load_model(checkpoint)
     variants = {
-        "official": package.SamPredictor(reference.load_reference(official_config, official_checkpoint)),
+        "official": reference.reference_predictor(official_config, official_checkpoint),
         "segany fp32": segany.SamPredictor(model),
         "segany bf16": segany.SamPredictor(model, dtype=torch.bfloat16),
         "segany bf16+dec": segany.SamPredictor(model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16),
@@ -127,16 +143,21 @@ def main() -> None:
 
     def batched_low_res(p):
         # The decoder as each predictor runs it (segany: with its precision, 4 prompts a call).
-        coords = p.transform.apply_coords_torch(batch_points, p.original_size)
+        coords = input_frame(p, batch_points)
         if isinstance(p, segany.SamPredictor):
             p.predict_low_res_torch(coords, batch_labels)
+        elif is_sam2_reference(p):
+            sparse, dense = p.model.sam_prompt_encoder(points=(coords, batch_labels), boxes=None, masks=None)
+            p.model.sam_mask_decoder(p._features["image_embed"], p.model.sam_prompt_encoder.get_dense_pe(), sparse,
+                                     dense, True, True, p._features["high_res_feats"])
         else:
             sparse, dense = p.model.prompt_encoder((coords, batch_labels), None, None)
             hq = (False, p.interm_features) if hasattr(p, "interm_features") else ()  # SAM-HQ's extra inputs
             p.model.mask_decoder(p.features, p.model.prompt_encoder.get_dense_pe(), sparse, dense, True, *hq)
 
     def batched_upscaled(p):
-        p.predict_torch(p.transform.apply_coords_torch(batch_points, p.original_size), batch_labels)
+        predict = p._predict if is_sam2_reference(p) else p.predict_torch
+        predict(input_frame(p, batch_points), batch_labels)
 
     measures = [
         ("image encoder (set_image), s", encode, 1, args.repeats, 1.0),
@@ -153,7 +174,7 @@ def main() -> None:
                 results[label_, name] = median_seconds(lambda: fn(predictor), repeats) / prompts * unit
         ours, theirs = variants["segany fp32"], variants["official"]
         error = (variants["segany bf16"].features - ours.features).norm() / ours.features.norm()
-        parity = (ours.features - theirs.features).abs().max() if args.arch != "default" else None
+        parity = (ours.features - embedding(theirs)).abs().max() if args.arch != "default" else None
 
     names = list(variants)
     against = " (official: vit_b)" if args.arch == "default" else f" (official: {package.__name__})"

@@ -141,9 +141,14 @@ class MaskDecoder(nn.Module):
         if iou_threshold is not None:
             wanted = (iou_pred > iou_threshold).any(dim=1)
             masks = hyper_in.new_full((bs, len(token_ids), 4 * h, 4 * w), float("nan"))
-            masks[wanted] = self._masks(hyper_in[wanted], keys[wanted], h, w, high_res_features)
+            masks[wanted] = self._masks(hs[wanted], hyper_in[wanted], keys[wanted], h, w, high_res_features)
             return masks, iou_pred
-        return self._masks(hyper_in, keys, h, w, high_res_features), iou_pred
+        return self._masks(hs, hyper_in, keys, h, w, high_res_features), iou_pred
+
+    def single_mask_output(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """From all 4 outputs, masks (B, 4, h, w) and IoU (B, 4), the one `forward` returns without
+        multimask output: (B, 1, h, w) and (B, 1); SAM's is the single-mask token's."""
+        return masks[:, :1], iou_pred[:, :1]
 
     def output_tokens(self) -> torch.Tensor:
         """(T, C): the IoU token, then the mask tokens."""
@@ -167,9 +172,10 @@ class MaskDecoder(nn.Module):
         hs, keys = self.transformer(None, None, tokens, image_side=image_side)
         return hs, keys.expand(bs, -1, -1)
 
-    def _masks(self, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int,
+    def _masks(self, hs: torch.Tensor, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int,
                high_res_features: Tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
-        """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W)."""
+        """Hypernetwork outputs (B, M, C/8) and image keys (B, H*W, C) -> masks (B, M, 4H, 4W);
+        hs, the transformer's token outputs (B, T, C), for decoders with more output tokens."""
         return upscaled_to_image(hyper_in @ self._upscale(keys, h, w, high_res_features).transpose(1, 2), h, w)
 
     def _upscale(self, keys: torch.Tensor, h: int, w: int,

@@ -99,8 +99,7 @@ class MaskDecoderHQ(MaskDecoder):
                 return masks, iou_pred
         hs, keys, best = hs[wanted], keys[wanted], best[wanted]
         upscaled = upscaled_to_image(self._upscale(keys, h, w).transpose(1, 2), h, w)  # b, C/8, 4H, 4W
-        hq_upscaled = self.embedding_maskfeature(upscaled) + hq_features
-        hq_masks = (self.hf_mlp(hs[:, self.num_mask_tokens + 1]).unsqueeze(1) @ hq_upscaled.flatten(2))
+        hq_masks = self._hq_masks(hs, upscaled, hq_features)
         if hq_token_only:
             chosen = hq_masks
         else:
@@ -109,3 +108,17 @@ class MaskDecoderHQ(MaskDecoder):
             chosen = sam_hyper.unsqueeze(1) @ upscaled.flatten(2) + hq_masks
         masks[wanted] = chosen.view(len(hs), 1, 4 * h, 4 * w)
         return masks, iou_pred
+
+    def _masks(self, hs: torch.Tensor, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int,
+               high_res_features: Tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        """`predict_masks`' masks (B, M, 4H, 4W): each SAM token's mask plus the HQ token's, the
+        answer SAM-HQ's predictor gives when it picks that token (for graphs that choose afterwards)."""
+        upscaled = upscaled_to_image(self._upscale(keys, h, w).transpose(1, 2), h, w)  # B, C/8, 4H, 4W
+        masks = hyper_in @ upscaled.flatten(2) + self._hq_masks(hs, upscaled, high_res_features[0])
+        return masks.view(len(hs), -1, 4 * h, 4 * w)
+
+    def _hq_masks(self, hs: torch.Tensor, upscaled: torch.Tensor, hq_features: torch.Tensor) -> torch.Tensor:
+        """The HQ token's mask logits (B, 1, 4H*4W) from the token outputs (B, T, C), SAM's
+        upscaled features (B, C/8, 4H, 4W) and `image_features(...)`."""
+        fused = self.embedding_maskfeature(upscaled) + hq_features
+        return self.hf_mlp(hs[:, self.num_mask_tokens + 1]).unsqueeze(1) @ fused.flatten(2)

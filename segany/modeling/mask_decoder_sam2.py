@@ -78,14 +78,17 @@ class MaskDecoderSAM2(MaskDecoder):
         masks, iou_pred = self._heads(hs, keys, image_pe.shape[-2:], selected, None if dynamic else iou_threshold,
                                       high_res_features)
         if dynamic:
-            masks, iou_pred = self._stable_single_mask(masks, iou_pred)
+            masks, iou_pred = self.single_mask_output(masks, iou_pred)
         if return_object_scores:
             return masks, iou_pred, self.pred_obj_score_head(hs[:, 0, :])
         return masks, iou_pred
 
-    def _stable_single_mask(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All 4 masks (B, 4, h, w) and IoUs (B, 4) -> the single-mask output, or where its
-        stability is below `stability_thresh` the multimask output with the best predicted IoU."""
+    def single_mask_output(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """All 4 masks (B, 4, h, w) and IoUs (B, 4) -> the single-mask output, or (with
+        `dynamic_multimask_via_stability`) where its stability is below `stability_thresh` the
+        multimask output with the best predicted IoU."""
+        if not self.dynamic_multimask_via_stability:
+            return super().single_mask_output(masks, iou_pred)
         rows = torch.arange(len(masks), device=masks.device)
         best = iou_pred[:, 1:].argmax(dim=1) + 1
         single = masks[:, 0].flatten(1)

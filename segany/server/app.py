@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..amg import SamAutomaticMaskGenerator
 from ..errors import SegAnyError
+from ..export.onnx import prompt_layout
 from ..image_io import read_image
 from .catalog import BROWSER_SUFFIXES, Catalog
 from .embeddings import EmbeddingService
@@ -134,6 +135,10 @@ def create_app(services: Services) -> FastAPI:
             "annotator": who.name, "model": services.model_name, "model_key": services.embeddings.key,
             "image_size": encoder.img_size, "mask_threshold": model.mask_threshold,
             "embedding_shape": [1, model.prompt_encoder.embed_dim, *grid],
+            # The decoder graph's other image inputs, after the embedding in /api/embedding's body.
+            "image_features": [{"name": name, "shape": [1, *shape]} for name, shape in
+                               zip(model.mask_decoder.image_feature_names, model.high_res_feature_shapes())],
+            "prompt_layout": prompt_layout(model), "resize": model.resize,
             "decoder": "/api/decoder-page.onnx", "encoder_runs": services.embeddings.encoder_runs,
             "encoder_seconds_mean": sum(times) / len(times) if times else None,
         }
@@ -155,10 +160,12 @@ def create_app(services: Services) -> FastAPI:
 
     @api.get("/api/embedding/{name:path}")
     def embedding(name: str, _who: Annotator = Depends(annotator)) -> Response:
-        """The image embedding as raw little-endian float32, its shape and sizes in headers."""
+        """The image embedding as raw little-endian float32, then the decoder's other image inputs
+        (/api/info's image_features, in that order); its shape and sizes in headers."""
         result = services.embeddings.get(services.catalog.path(name))
+        arrays = [result.embedding, *result.high_res_features]
         return Response(
-            result.embedding.astype("<f4").tobytes(), media_type="application/octet-stream",
+            b"".join(a.astype("<f4").tobytes() for a in arrays), media_type="application/octet-stream",
             headers={
                 "X-Embedding-Shape": ",".join(map(str, result.embedding.shape)),
                 "X-Original-Size": ",".join(map(str, result.original_size)),

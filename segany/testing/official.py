@@ -298,6 +298,15 @@ def load_reference(config, checkpoint: Path):
     return model.eval()
 
 
+def reference_predictor(config, checkpoint: Path):
+    """The reference package's own image predictor over `load_reference(config, checkpoint)`:
+    `SamPredictor`, or for SAM 2 its `SAM2ImagePredictor`."""
+    model = load_reference(config, checkpoint)
+    if config.family == "SAM 2":
+        return import_reference("sam2.sam2_image_predictor").SAM2ImagePredictor(model)
+    return import_reference(REFERENCES[config.family]).SamPredictor(model)
+
+
 def random_reference_state_dict(config, seed: int = 0) -> Dict[str, torch.Tensor]:
     """Reference-layout weights: PyTorch's default init plus noise on every float tensor.
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import segany
-from conftest import MICRO, load_rgb
+from conftest import FAMILY_MODELS, MICRO, load_rgb
 from segany.cli import main
 from segany.data import open_dataset
 from segany.eval import center_point
-from segany.export import DECODER_INPUTS, export_decoder, export_encoder
+from segany.export import DECODER_INPUTS, export_decoder, export_encoder, graph_prompts, prompt_layout
 from segany.testing import official as reference
 
 
@@ -116,7 +116,7 @@ def test_other_encoders_export_both_graphs(shared_data, tmp_path, name):
     np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
 
 
-def test_sam_hq_encoder_exports_its_hq_features_and_its_decoder_is_refused(tmp_path):
+def test_sam_hq_encoder_exports_its_hq_features(tmp_path):
     model = _perturbed("hq_vit_t")
     session = onnxruntime.InferenceSession(str(export_encoder(model, tmp_path / "encoder.onnx")))
     assert [output.name for output in session.get_outputs()] == ["image_embeddings", "hq_features"]
@@ -126,11 +126,104 @@ def test_sam_hq_encoder_exports_its_hq_features_and_its_decoder_is_refused(tmp_p
     embedding, hq_features = session.run(None, {"image": pixels.numpy()})
     np.testing.assert_allclose(embedding, expected[0].numpy(), rtol=0, atol=1e-4)
     np.testing.assert_allclose(hq_features, expected[1][0].numpy(), rtol=0, atol=1e-4)
-    with pytest.raises(segany.SegAnyError, match="decoder graph of SAM-HQ models"):
-        export_decoder(model, tmp_path / "decoder.onnx")
-    with pytest.raises(segany.SegAnyError, match="decoder graph of SAM 2 models .*high_res_feats_0"):
-        export_decoder(segany.random_model("hiera_t"), tmp_path / "decoder.onnx")
-    assert not (tmp_path / "decoder.onnx").exists()
+
+
+# A point, points of both labels, a point with a box, a box (image pixels of dog.jpg).
+FAMILY_CASES = [{"point_coords": [[300, 200]], "point_labels": [1], "box": None},
+                {"point_coords": [[300, 200], [350, 260], [120, 80]], "point_labels": [1, 0, 1], "box": None},
+                {"point_coords": [[300, 200]], "point_labels": [1], "box": [200, 150, 500, 400]},
+                {"point_coords": None, "point_labels": None, "box": [100, 60, 420, 500]}]
+
+
+def family_feeds(predictor, image, case, mask_input=None):
+    """The decoder's inputs for a case of FAMILY_CASES, laid out for the model's graph, and its
+    other image inputs, named as the encoder graph names them."""
+    model = predictor.model
+    size = image.shape[:2]
+    points = None if case["point_coords"] is None else predictor.transform.apply_coords(
+        np.array(case["point_coords"], np.float64), size)
+    box = None if case["box"] is None else predictor.transform.apply_boxes(np.array([case["box"]], np.float64), size)
+    coords, labels = graph_prompts(prompt_layout(model), points, case["point_labels"], box)
+    mask_size = model.prompt_encoder.mask_input_size
+    feeds = {"image_embeddings": predictor.features.numpy(), "point_coords": coords, "point_labels": labels,
+             "mask_input": np.zeros((1, 1, *mask_size), np.float32) if mask_input is None else mask_input,
+             "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32),
+             "orig_im_size": np.array(size, np.float32)}
+    names = model.mask_decoder.image_feature_names
+    return {**feeds, **{name: f.numpy() for name, f in zip(names, predictor.get_high_res_features())}}
+
+
+def predictor_prompts(case):
+    """A case of FAMILY_CASES as `SamPredictor.predict` takes it."""
+    return {key: None if value is None else np.array(value) for key, value in case.items()}
+
+
+def test_sam_hq_decoder_matches_its_reference_onnx_model(family_checkpoint, shared_data, tmp_path):
+    """Full hq_vit_t, noisy weights, against segment_anything_hq's own ONNX wrapper: our 4 outputs
+    are its single-mask answer and the 3 candidates its multimask answer chooses from."""
+    from segment_anything_hq.predictor import SamPredictor as ReferencePredictor
+    from segment_anything_hq.utils.onnx import SamOnnxModel
+
+    checkpoint = family_checkpoint("sam_hq_tiny")
+    ours, theirs = segany.load_model(checkpoint), reference.load_reference(FAMILY_MODELS["sam_hq_tiny"], checkpoint)
+    session = onnxruntime.InferenceSession(str(export_decoder(ours, tmp_path / "decoder.onnx")))
+    assert [i.name for i in session.get_inputs()] == [*DECODER_INPUTS, "hq_features"]
+    image = load_rgb(shared_data / "examples" / "dog.jpg")
+    predictor, reference_predictor = segany.SamPredictor(ours), ReferencePredictor(theirs)
+    predictor.set_image(image)
+    reference_predictor.set_image(image)
+    single, multi = (SamOnnxModel(theirs, multimask_output=m) for m in (False, True))
+    previous = np.random.default_rng(0).normal(size=(1, 1, 256, 256)).astype(np.float32)
+    for case in FAMILY_CASES:
+        for mask_input in (None, previous):
+            feeds = family_feeds(predictor, image, case, mask_input)
+            masks, scores, low_res = session.run(None, feeds)
+            inputs = [torch.from_numpy(feeds[name]) for name in DECODER_INPUTS]
+            with torch.no_grad():
+                want_single = single(inputs[0], reference_predictor.interm_features, *inputs[1:])
+                want_multi = multi(inputs[0], reference_predictor.interm_features, *inputs[1:])
+            best = 1 + scores[0, 1:].argmax()
+            for k, want in ((0, want_single), (best, want_multi)):
+                np.testing.assert_allclose(masks[:, k : k + 1], want[0].numpy(), rtol=0, atol=1e-4)
+                np.testing.assert_allclose(scores[:, k : k + 1], want[1].numpy(), rtol=0, atol=1e-4)
+                np.testing.assert_allclose(low_res[:, k : k + 1], want[2].numpy(), rtol=0, atol=1e-4)
+
+
+def test_sam2_graphs_match_the_predictor(family_checkpoint, shared_data, tmp_path):
+    """Full hiera_t, noisy weights in SAM 2.1's layout (tests/test_parity_sam2.py proves the
+    predictor equal to sam2's): the encoder's three outputs; the multimask outputs, and the
+    single-mask output with SAM 2's stability fallback, taken (these weights' single masks are
+    all unstable) and not taken (a graph exported with the fallback's threshold at 0)."""
+    ours = segany.load_model(family_checkpoint("sam2"))
+    encoder = onnxruntime.InferenceSession(str(export_encoder(ours, tmp_path / "encoder.onnx")))
+    names = ["high_res_feats_0", "high_res_feats_1"]
+    assert [o.name for o in encoder.get_outputs()] == ["image_embeddings", *names]
+    image = load_rgb(shared_data / "examples" / "dog.jpg")
+    predictor = segany.SamPredictor(ours)
+    predictor.set_image(image)
+    pixels = ours.preprocess(torch.as_tensor(predictor.transform.apply_image(image)).permute(2, 0, 1)[None].float())
+    for found, want in zip(encoder.run(None, {"image": pixels.numpy()}),
+                           [predictor.features, *predictor.get_high_res_features()]):
+        np.testing.assert_allclose(found, want.numpy(), rtol=0, atol=1e-4)
+    decoder = ours.mask_decoder
+    fell_back = {}
+    for threshold in (decoder.stability_thresh, 0.0):
+        decoder.stability_thresh = threshold
+        session = onnxruntime.InferenceSession(str(export_decoder(ours, tmp_path / f"decoder-{threshold}.onnx")))
+        assert [i.name for i in session.get_inputs()] == [*DECODER_INPUTS, *names]
+        for case in FAMILY_CASES:
+            masks, scores, low_res = session.run(None, family_feeds(predictor, image, case))
+            for k, multimask in ((slice(0, 1), False), (slice(1, 4), True)):
+                logits, iou, low = predictor.predict(**predictor_prompts(case), multimask_output=multimask,
+                                                     return_logits=True)
+                np.testing.assert_allclose(masks[0, k], logits, rtol=0, atol=1e-4)
+                np.testing.assert_allclose(scores[0, k], iou, rtol=0, atol=1e-4)
+                np.testing.assert_allclose(low_res[0, k], low, rtol=0, atol=1e-4)
+            decoder.dynamic_multimask_via_stability = False  # the single-mask token's own mask
+            token = predictor.predict(**predictor_prompts(case), multimask_output=False, return_logits=True)[0]
+            decoder.dynamic_multimask_via_stability = True
+            fell_back.setdefault(threshold, set()).add(not np.allclose(token, masks[0, :1], rtol=0, atol=1e-4))
+    assert fell_back == {0.98: {True}, 0.0: {False}}
 
 
 def test_int8_decoder_stays_close_to_float(shared_data, tmp_path):

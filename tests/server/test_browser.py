@@ -10,6 +10,7 @@ from segany.checkpoint import load_model
 from segany.image_io import read_image
 from segany.masks import rle_to_mask
 from segany.predictor import SamPredictor
+from segany.testing.server import start_server
 
 
 def open_page(chromium, server, name: str, errors: list):
@@ -41,6 +42,17 @@ def click_image(page, x: float, y: float, button: str = "left") -> None:
     page.mouse.click(*to_screen(page, x, y), button=button)
     page.wait_for_function(f"Number(document.body.dataset.decodes) > {decodes} && !window.segany.decoding",
                            timeout=30_000)
+
+
+def draw_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """The box tool dragged from image pixel (x0, y0) to (x1, y1); returns once it is decoded."""
+    page.keyboard.press("x")
+    decodes = int(page.evaluate("document.body.dataset.decodes || 0"))
+    page.mouse.move(*to_screen(page, x0, y0))
+    page.mouse.down()
+    page.mouse.move(*to_screen(page, x1, y1), steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"Number(document.body.dataset.decodes) > {decodes} && !window.segany.decoding")
 
 
 def saved_masks(server, name: str, image: str = "dog.jpg"):
@@ -172,13 +184,7 @@ def test_box_zoom_and_delete(chromium, server, screenshots):
     }""", [x, y]) == [pytest.approx(400, abs=0.5), pytest.approx(300, abs=0.5)]
     page.keyboard.press("0")  # fit the image again
 
-    page.keyboard.press("x")
-    decodes = int(page.evaluate("document.body.dataset.decodes || 0"))
-    page.mouse.move(*to_screen(page, 250, 150))
-    page.mouse.down()
-    page.mouse.move(*to_screen(page, 550, 450), steps=5)
-    page.mouse.up()
-    page.wait_for_function(f"Number(document.body.dataset.decodes) > {decodes} && !window.segany.decoding")
+    draw_box(page, 250, 150, 550, 450)
     assert page.evaluate("window.segany.edit.box") == [pytest.approx(v, abs=1) for v in (250, 150, 550, 450)]
     assert page.locator("#candidates figure").count() == 1  # a box: the single-mask output
     assert int(page.evaluate("document.body.dataset.maskPixels")) > 0
@@ -190,3 +196,36 @@ def test_box_zoom_and_delete(chromium, server, screenshots):
     page.wait_for_function("document.querySelectorAll('#saved li').length === 0")
     assert saved_masks(server, "boxer") == []
     assert errors == []
+
+
+@pytest.mark.parametrize("family", ["sam_hq_tiny", "sam2"])
+def test_page_runs_the_decoders_with_image_features(chromium, image_folder, family_checkpoint, tmp_path,
+                                                    screenshots, family):
+    """SAM-HQ (hq_features) and SAM 2.1 (two high-resolution maps; its prompt order and square
+    resize) in the page: a click and a box, each saved mask the one SamPredictor gives."""
+    checkpoint = family_checkpoint(family)
+    running = start_server(image_folder, f"sqlite:///{tmp_path / 'annotations.db'}", tmp_path / "cache",
+                           model=str(checkpoint))
+    try:
+        errors = []
+        page = open_page(chromium, running, family, errors)
+        click_image(page, 400, 300)
+        assert page.locator("#candidates figure").count() == 3
+        page.keyboard.press("Enter")
+        page.wait_for_selector("body[data-status=saved]")
+        draw_box(page, 250, 150, 550, 450)
+        page.screenshot(path=screenshots / f"8-{family}-box.png")
+        box = page.evaluate("window.segany.edit.box")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelectorAll('#saved li').length === 2")
+        clicked, boxed = sorted(saved_masks(running, family), key=lambda m: m["id"])
+        assert errors == []
+    finally:
+        running.stop()
+
+    predictor = SamPredictor(load_model(str(checkpoint)))
+    predictor.set_image(read_image(image_folder / "dog.jpg"))
+    masks, scores, _ = predictor.predict(np.array(clicked["point_coords"]), np.array([1]), multimask_output=True)
+    assert iou(rle_to_mask(clicked["segmentation"]), masks[scores.argmax()]) > 0.99
+    [mask], _, _ = predictor.predict(box=np.array(box), multimask_output=False)
+    assert iou(rle_to_mask(boxed["segmentation"]), mask) > 0.99

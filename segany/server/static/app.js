@@ -106,7 +106,7 @@ async function openImage(index) {
     return;
   }
   if (ticket !== app.opening) return;
-  app.embedding = Decoder.embedding(await response.arrayBuffer(), response.headers);
+  app.embedding = app.decoder.embedding(await response.arrayBuffer(), response.headers);
   app.image = image;
   [app.H, app.W] = app.embedding.originalSize;
   app.maskLayer = layer(app.W, app.H);

@@ -1,5 +1,6 @@
 // The prompt encoder and mask decoder in the page: ONNX Runtime Web over the graph of
-// `segany export-onnx` (the official web demo's inputs and outputs).
+// `segany export-onnx` (the official web demo's inputs and outputs, plus the image features
+// SAM-HQ's and SAM 2's decoders take).
 import * as ort from '/vendor/ort/ort.wasm.min.mjs';
 
 ort.env.wasm.wasmPaths = '/vendor/ort/';
@@ -23,17 +24,29 @@ export class Decoder {
     this.session = session;
     this.threshold = info.mask_threshold;
     this.imageSize = info.image_size;  // the model's padded input square
+    this.embeddingShape = info.embedding_shape;
+    this.features = info.image_features;  // [{name, shape}] after the embedding in /api/embedding
+    this.promptLayout = info.prompt_layout;  // 'sam' or 'sam2' (segany.export.prompt_layout)
+    this.square = info.resize === 'square';  // SAM 2: images resized to the square, not padded
     const [, , gh, gw] = info.embedding_shape;
     this.noMask = new ort.Tensor('float32', new Float32Array(16 * gh * gw), [1, 1, 4 * gh, 4 * gw]);
     this.latencies = [];  // ms per session.run
     this.threads = ort.env.wasm.numThreads;
   }
 
-  /** An image embedding from the server's raw float32 bytes and its headers. */
-  static embedding(buffer, headers) {
+  /** An image embedding and the decoder's other image inputs from /api/embedding's bytes and headers. */
+  embedding(buffer, headers) {
     const shape = headers.get('X-Embedding-Shape').split(',').map(Number);
+    const tensors = {};
+    let offset = 0;
+    for (const { name, shape: dims } of [{ name: 'image_embeddings', shape }, ...this.features]) {
+      const count = dims.reduce((a, b) => a * b, 1);
+      if ((offset + count) * 4 > buffer.byteLength) throw new Error(`embedding: the response has no ${name}`);
+      tensors[name] = new ort.Tensor('float32', new Float32Array(buffer, offset * 4, count), dims);
+      offset += count;
+    }
     return {
-      tensor: new ort.Tensor('float32', new Float32Array(buffer), shape),
+      tensors,
       originalSize: headers.get('X-Original-Size').split(',').map(Number),  // [H, W]
       inputSize: headers.get('X-Input-Size').split(',').map(Number),  // [h, w] after resizing
       encoderSeconds: Number(headers.get('X-Encoder-Seconds')),
@@ -50,18 +63,21 @@ export class Decoder {
     const [H, W] = embedding.originalSize;
     const [h, w] = embedding.inputSize;
     const sx = w / W, sy = h / H;  // as ResizeLongestSide.apply_coords
+    // The graph's point order (segany.export.graph_prompts): SAM's points then the box's
+    // corners, or a padding point without a box; SAM 2's corners, points, always a padding point.
     const coords = [], labels = [];
-    for (const p of points) { coords.push(p.x * sx, p.y * sy); labels.push(p.label); }
-    if (box) {
+    const addBox = () => {
       coords.push(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy);
       labels.push(2, 3);
-    } else {
-      coords.push(0, 0);  // the padding point the model was trained with when there is no box
-      labels.push(-1);
-    }
+    };
+    const addPadding = () => { coords.push(0, 0); labels.push(-1); };
+    if (box && this.promptLayout === 'sam2') addBox();
+    for (const p of points) { coords.push(p.x * sx, p.y * sy); labels.push(p.label); }
+    if (this.promptLayout === 'sam2' || !box) addPadding();
+    else addBox();
     const n = labels.length;
     const feeds = {
-      image_embeddings: embedding.tensor,
+      ...embedding.tensors,
       point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, n, 2]),
       point_labels: new ort.Tensor('float32', Float32Array.from(labels), [1, n]),
       mask_input: this.noMask,
@@ -142,6 +158,7 @@ class Candidates {
     this.embedding = embedding;
     this.threshold = decoder.threshold;
     this.padSize = decoder.imageSize;
+    this.square = decoder.square;
     this.full = new Map();
   }
 
@@ -151,20 +168,33 @@ class Candidates {
       const [lh, lw] = this.lowSize;
       const [h, w] = this.embedding.inputSize;
       const [H, W] = this.embedding.originalSize;
-      const input = resize(this.low[k], lh, lw, taps(lh, this.padSize, h), taps(lw, this.padSize, w));
-      this.full.set(k, resize(input, h, w, taps(h, H, H), taps(w, W, W), this.threshold));
+      if (this.square) {  // as SAM 2: the logits resized to the image directly
+        this.full.set(k, resize(this.low[k], lh, lw, taps(lh, H, H), taps(lw, W, W), this.threshold));
+      } else {
+        const input = resize(this.low[k], lh, lw, taps(lh, this.padSize, h), taps(lw, this.padSize, w));
+        this.full.set(k, resize(input, h, w, taps(h, H, H), taps(w, W, W), this.threshold));
+      }
     }
     return this.full.get(k);
   }
 
-  /** Candidate k at low resolution, the image's part of the padded square: {mask, width, height}. */
+  /** Candidate k at low resolution, the image's part of the padded square in its aspect: {mask, width, height}. */
   thumbnail(k) {
     const [lh, lw] = this.lowSize;
     const [h, w] = this.embedding.inputSize;
-    const height = Math.max(1, Math.round(h * lh / this.padSize)), width = Math.max(1, Math.round(w * lw / this.padSize));
+    const [H, W] = this.embedding.originalSize;
+    // The low-res cells that show the image: a corner of the padded square, or (SAM 2) all of it.
+    const rows = this.square ? lh : Math.max(1, Math.round(h * lh / this.padSize));
+    const cols = this.square ? lw : Math.max(1, Math.round(w * lw / this.padSize));
+    const long = Math.max(H, W);
+    const height = this.square ? Math.max(1, Math.round(H * lh / long)) : rows;
+    const width = this.square ? Math.max(1, Math.round(W * lw / long)) : cols;
     const mask = new Uint8Array(height * width);
     for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) mask[y * width + x] = this.low[k][y * lw + x] > this.threshold ? 1 : 0;
+      const row = Math.floor(y * rows / height) * lw;
+      for (let x = 0; x < width; x++) {
+        mask[y * width + x] = this.low[k][row + Math.floor(x * cols / width)] > this.threshold ? 1 : 0;
+      }
     }
     return { mask, width, height };
   }
