@@ -568,8 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segany", description="Segment Anything on the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = (
-        "checkpoint: a released SAM, MobileSAM or SAM-HQ .pth, a segany .safetensors, 'default' (the "
-        f"bundled model) or a released checkpoint's name ({', '.join(OFFICIAL_CHECKPOINTS)}) found in "
+        "checkpoint: a released SAM, MobileSAM or SAM-HQ .pth or SAM 2.1 .pt, a segany .safetensors, "
+        f"'default' (the bundled model) or a released checkpoint's name ({', '.join(OFFICIAL_CHECKPOINTS)}) found in "
         "$SEGANY_WEIGHTS"
     )
 
