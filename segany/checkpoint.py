@@ -69,27 +69,23 @@ def is_video_memory(key: str) -> bool:
 
 def from_sam2_layout(state_dict: StateDict) -> StateDict:
     """SAM 2's checkpoint names -> ours (video memory keys unchanged), same tensors, same order."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for theirs, ours in _SAM2_PREFIXES:
-            if key.startswith(theirs):
-                key = ours + key[len(theirs):]
-                break
-        key = _SAM2_MLP.sub(lambda m: f"{m.group(1)}lin{int(m.group(2)) + 1}.", key)
-        renamed[key] = value
-    return renamed
+    return _renamed(state_dict, _SAM2_PREFIXES, _SAM2_MLP, lambda m: f"{m.group(1)}lin{int(m.group(2)) + 1}.")
 
 
 def to_sam2_layout(state_dict: StateDict) -> StateDict:
     """Inverse of `from_sam2_layout`."""
+    prefixes = tuple((ours, theirs) for theirs, ours in _SAM2_PREFIXES)
+    return _renamed(state_dict, prefixes, _SAM_MLP, lambda m: f"{m.group(1)}layers.{int(m.group(2)) - 1}.")
+
+
+def _renamed(state_dict: StateDict, prefixes: Tuple[Tuple[str, str], ...], mlp: "re.Pattern[str]",
+             mlp_name: Callable[["re.Match[str]"], str]) -> StateDict:
+    """Keys with the first of the (old, new) `prefixes` they start with replaced, then `mlp`
+    matches rewritten by `mlp_name`; same tensors, same order."""
     renamed = {}
     for key, value in state_dict.items():
-        for theirs, ours in _SAM2_PREFIXES:
-            if key.startswith(ours):
-                key = theirs + key[len(ours):]
-                break
-        key = _SAM_MLP.sub(lambda m: f"{m.group(1)}layers.{int(m.group(2)) - 1}.", key)
-        renamed[key] = value
+        old, new = next(((a, b) for a, b in prefixes if key.startswith(a)), ("", ""))
+        renamed[mlp.sub(mlp_name, new + key[len(old):])] = value
     return renamed
 
 

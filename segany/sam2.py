@@ -234,10 +234,11 @@ class SAM2ImagePredictor:
 
     def _prompts(self, index: int, point_coords, point_labels, box, mask_input,
                  normalize_coords: bool) -> Tuple[Optional[torch.Tensor], ...]:
-        """The prompts as batched tensors in the model's input frame (pixels of the square input)."""
-        height, width = self._orig_hw[index]
-        size = self.model.image_encoder.img_size
-        scale = np.array([size / width, size / height]) if normalize_coords else np.array([size, size])
+        """The prompts as batched tensors in the model's input frame (`SamPredictor.transform`)."""
+        size = self._orig_hw[index]
+        # Without normalize_coords they are fractions of the image: to its pixels first.
+        to_pixels = np.array([1.0, 1.0]) if normalize_coords else np.array([size[1], size[0]], dtype=np.float64)
+        transform = self.predictor.transform
         device = self.device
         coords = labels = boxes = masks = None
         if point_coords is not None:
@@ -251,14 +252,15 @@ class SAM2ImagePredictor:
             if not np.array_equal(point_labels, np.round(point_labels)):
                 raise SegAnyError(f"point_labels must be whole numbers (1 foreground, 0 background), got "
                                   f"{point_labels.ravel()[:4].tolist()}")
-            coords = torch.as_tensor(points * scale, dtype=torch.float, device=device)
+            coords = torch.as_tensor(transform.apply_coords(points * to_pixels, size), dtype=torch.float,
+                                     device=device)
             labels = torch.as_tensor(point_labels, device=device).int()
         if box is not None:
             box = _as_array("box", box)
             if box.size == 0 or box.size % 4:
                 raise SegAnyError(f"box must have shape (4,) or (B, 4), got {box.shape}")
-            corners = box.reshape(-1, 2, 2) * scale
-            boxes = torch.as_tensor(corners.reshape(-1, 4), dtype=torch.float, device=device)
+            boxes = torch.as_tensor(transform.apply_boxes(box.reshape(-1, 2, 2) * to_pixels, size), dtype=torch.float,
+                                    device=device)
         if mask_input is not None:
             mask_input = _as_array("mask_input", mask_input)
             if mask_input.ndim == 3:

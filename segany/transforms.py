@@ -139,4 +139,4 @@ class ResizeSquare(ResizeLongestSide):
 def resize_for(model: torch.nn.Module) -> ResizeLongestSide:
     """The image and prompt resizing of a `Sam` (`Sam.resize`)."""
     size = model.image_encoder.img_size
-    return ResizeSquare(size) if getattr(model, "resize", "longest_side") == "square" else ResizeLongestSide(size)
+    return ResizeSquare(size) if model.resize == "square" else ResizeLongestSide(size)

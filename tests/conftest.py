@@ -72,6 +72,18 @@ def pretrained_dir(shared_data) -> Path:
     return path
 
 
+def parity_prompts(h: int, w: int) -> dict:
+    """The parity tests' prompt sets, in pixels of an (h, w) image: name -> predict() keywords."""
+    points = np.array([[0.45 * w, 0.5 * h], [0.7 * w, 0.3 * h], [0.2 * w, 0.8 * h]])
+    box = np.array([0.25 * w, 0.3 * h, 0.75 * w, 0.85 * h])
+    return {
+        "one_point": dict(point_coords=points[:1], point_labels=np.array([1])),
+        "pos_neg_points": dict(point_coords=points, point_labels=np.array([1, 0, 1])),
+        "box": dict(box=box),
+        "box_and_points": dict(box=box, point_coords=points[:2], point_labels=np.array([1, 0])),
+    }
+
+
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))

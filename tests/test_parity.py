@@ -13,7 +13,7 @@ import torch
 from segany.testing import official as reference
 import segany
 from segany.predictor import PROMPTS_PER_DECODER_CALL
-from conftest import FAMILY_MODELS, load_rgb
+from conftest import FAMILY_MODELS, load_rgb, parity_prompts
 
 ATOL = 1e-4
 
@@ -84,23 +84,11 @@ def test_high_res_features_match(predictors):
     torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
 
 
-def _prompts(h, w):
-    """Prompt sets in original image pixels, scaled to the image."""
-    points = np.array([[0.45 * w, 0.5 * h], [0.7 * w, 0.3 * h], [0.2 * w, 0.8 * h]])
-    box = np.array([0.25 * w, 0.3 * h, 0.75 * w, 0.85 * h])
-    return {
-        "one_point": dict(point_coords=points[:1], point_labels=np.array([1])),
-        "pos_neg_points": dict(point_coords=points, point_labels=np.array([1, 0, 1])),
-        "box": dict(box=box),
-        "box_and_points": dict(box=box, point_coords=points[:2], point_labels=np.array([1, 0])),
-    }
-
-
 @pytest.mark.parametrize("prompt", ["one_point", "pos_neg_points", "box", "box_and_points"])
 @pytest.mark.parametrize("multimask", [True, False])
 def test_predict_matches(predictors, prompt, multimask):
     ours, official = predictors
-    kwargs = _prompts(*ours.original_size)[prompt]
+    kwargs = parity_prompts(*ours.original_size)[prompt]
     for return_logits in (True, False):
         assert_same_prediction(
             ours.predict(**kwargs, multimask_output=multimask, return_logits=return_logits),
@@ -116,7 +104,7 @@ def test_hq_token_only_matches(predictors, multimask):
             ours.predict(box=np.array([0, 0, 10, 10]), hq_token_only=True)
         return
     h, w = ours.original_size
-    for kwargs in _prompts(h, w).values():
+    for kwargs in parity_prompts(h, w).values():
         assert_same_prediction(
             ours.predict(**kwargs, multimask_output=multimask, return_logits=True, hq_token_only=True),
             official.predict(**kwargs, multimask_output=multimask, return_logits=True, hq_token_only=True),
@@ -130,7 +118,7 @@ def test_hq_token_only_matches(predictors, multimask):
 
 def test_mask_input_from_previous_call_matches(predictors):
     ours, official = predictors
-    kwargs = _prompts(*ours.original_size)["pos_neg_points"]
+    kwargs = parity_prompts(*ours.original_size)["pos_neg_points"]
     _, scores, low_res = official.predict(**kwargs, multimask_output=True)
     previous = low_res[np.argmax(scores)][None]  # 1, 256, 256
     assert_same_prediction(
@@ -249,7 +237,7 @@ def test_full_vit_b_matches_official(shared_data, tmp_path):
     ours.set_image(image)
     official.set_image(image)
     torch.testing.assert_close(ours.get_image_embedding(), official.get_image_embedding(), rtol=0, atol=ATOL)
-    for kwargs in _prompts(*ours.original_size).values():
+    for kwargs in parity_prompts(*ours.original_size).values():
         for multimask in (True, False):
             assert_same_prediction(
                 ours.predict(**kwargs, multimask_output=multimask, return_logits=True),

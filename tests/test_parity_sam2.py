@@ -14,7 +14,7 @@ import torch
 import segany
 from segany.sam2 import SAM2ImagePredictor, build_sam2, sam2_config_name
 from segany.testing import official as reference
-from conftest import FAMILY_MODELS, load_rgb
+from conftest import FAMILY_MODELS, load_rgb, parity_prompts
 
 ATOL = 1e-4
 CONFIG_FILE = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -70,13 +70,11 @@ def test_features_match(predictors):
 
 
 def _prompts(h, w):
-    points = np.array([[0.45 * w, 0.5 * h], [0.7 * w, 0.3 * h], [0.2 * w, 0.8 * h]])
-    box = np.array([0.25 * w, 0.3 * h, 0.75 * w, 0.85 * h])
+    """`parity_prompts` and the sam2 predictor's own: normalized coordinates, batched prompts."""
+    prompts = parity_prompts(h, w)
+    points, box = prompts["pos_neg_points"]["point_coords"], prompts["box"]["box"]
     return {
-        "one_point": dict(point_coords=points[:1], point_labels=np.array([1])),
-        "pos_neg_points": dict(point_coords=points, point_labels=np.array([1, 0, 1])),
-        "box": dict(box=box),
-        "box_and_points": dict(box=box, point_coords=points[:2], point_labels=np.array([1, 0])),
+        **prompts,
         "normalized_points": dict(point_coords=points[:2] / [w, h], point_labels=np.array([1, 1]),
                                   normalize_coords=False),
         "batched_boxes": dict(box=np.stack([box, box * 0.5, box * [1, 1, 1.2, 1.1]])),

@@ -192,3 +192,20 @@ def test_repeated_prompts_reuse_the_image_side_exactly(predictor, photo):
     photo_2 = np.ascontiguousarray(photo[::-1])
     predictor.set_image(photo_2)
     assert predictor._image_side is None  # a new image drops the cache
+
+
+def test_sam2_api_on_a_sam_model_answers_as_sam_predictor():
+    """SAM2ImagePredictor maps prompts with the model's own resizing (here SAM's longest side and
+    padding, not SAM 2's square), in pixels and normalised."""
+    model = segany.random_model(MICRO, seed=5)
+    image = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    ours, theirs = segany.SamPredictor(model), segany.SAM2ImagePredictor(model)
+    ours.set_image(image)
+    theirs.set_image(image)
+    points, box = np.array([[150.0, 40.0], [30.0, 90.0]]), np.array([20.0, 10.0, 180.0, 100.0])
+    want = ours.predict(points, np.array([1, 0]), box=box, return_logits=True)
+    for normalize, scale in ((True, [1, 1]), (False, [200, 120])):
+        got = theirs.predict(points / scale, np.array([1, 0]), box=box / np.tile(scale, 2), return_logits=True,
+                             normalize_coords=normalize)
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-6)

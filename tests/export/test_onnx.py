@@ -136,20 +136,12 @@ FAMILY_CASES = [{"point_coords": [[300, 200]], "point_labels": [1], "box": None}
 
 
 def family_feeds(predictor, image, case, mask_input=None):
-    """The decoder's inputs for a case of FAMILY_CASES, laid out for the model's graph, and its
-    other image inputs, named as the encoder graph names them."""
-    model = predictor.model
-    size = image.shape[:2]
-    points = None if case["point_coords"] is None else predictor.transform.apply_coords(
-        np.array(case["point_coords"], np.float64), size)
-    box = None if case["box"] is None else predictor.transform.apply_boxes(np.array([case["box"]], np.float64), size)
-    coords, labels = graph_prompts(prompt_layout(model), points, case["point_labels"], box)
-    mask_size = model.prompt_encoder.mask_input_size
-    feeds = {"image_embeddings": predictor.features.numpy(), "point_coords": coords, "point_labels": labels,
-             "mask_input": np.zeros((1, 1, *mask_size), np.float32) if mask_input is None else mask_input,
-             "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32),
-             "orig_im_size": np.array(size, np.float32)}
-    names = model.mask_decoder.image_feature_names
+    """`prompt_feeds` for a case of FAMILY_CASES laid out for the model's graph (`graph_prompts`),
+    with the decoder's other image inputs, named as the encoder graph names them."""
+    coords, labels = graph_prompts(prompt_layout(predictor.model), case["point_coords"], case["point_labels"],
+                                   case["box"])  # image pixels; the padding point (0, 0) maps to itself
+    feeds = prompt_feeds(predictor, image, coords[0].tolist(), labels[0].tolist(), mask_input)
+    names = predictor.model.mask_decoder.image_feature_names
     return {**feeds, **{name: f.numpy() for name, f in zip(names, predictor.get_high_res_features())}}
 
 
