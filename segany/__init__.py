@@ -4,6 +4,8 @@ Switching from Meta's package is one import:
     from segany import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 """
 
+__version__ = "0.1.0"
+
 from .amg import SamAutomaticMaskGenerator
 from .build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, build_sam_vit_t, sam_model_registry
 from .checkpoint import convert_checkpoint, detect_config, load_model, random_model, save_model
@@ -12,8 +14,6 @@ from .modeling import CONFIGS, Sam, SamConfig, build_sam
 from .predictor import SamPredictor
 from .sam2 import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2
 from .transforms import ResizeLongestSide
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CONFIGS",

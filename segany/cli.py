@@ -26,7 +26,9 @@ from .checkpoint import (
     save_model,
 )
 from .data.sa1b import sa1b_bytes
+from . import __version__
 from .errors import SegAnyError
+from .extras import require
 from .fileio import remove_stale_temp_files, write_files_atomic, write_text_atomic
 from .image_io import IMAGE_SUFFIXES, png_bytes, read_image
 from .masks import mask_to_bbox, mask_to_rle, rle_to_mask
@@ -564,8 +566,14 @@ class _Parser(argparse.ArgumentParser):
         raise SegAnyError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
+def _needs(parser: argparse.ArgumentParser, extra: str) -> None:
+    """Mark a command as needing an extra (`segany.extras`), checked before it runs."""
+    parser.set_defaults(extra=extra, command_name=parser.prog)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segany", description="Segment Anything on the command line.")
+    parser.add_argument("--version", action="version", version=f"segany {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = (
         "checkpoint: a released SAM, MobileSAM or SAM-HQ .pth or SAM 2.1 .pt, a segany .safetensors, "
@@ -603,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.add_argument("-o", "--output", required=True,
                         help="output folder: <dataset>-<name>.png + .json per image with masks; resumable")
     _add_generator_options(pseudo)
+    _needs(pseudo, "train")
     pseudo.set_defaults(run=cmd_pseudo_label)
 
     tr = sub.add_parser("train", help="train or fine-tune a model (the paper's recipe)")
@@ -614,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--workers", type=SIZE, help="data loading processes")
     tr.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     tr.add_argument("--for-steps", type=COUNT, help="stop after this many steps of this run (resume later)")
+    _needs(tr, "train")
     tr.set_defaults(run=cmd_train)
 
     ev = sub.add_parser("eval", help="zero-shot evaluation tasks")
@@ -640,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("-o", "--output", required=True,
                          help="output folder: results.json, results.md, interactive.png, per-image results as "
                               ".jsonl (a rerun resumes)")
+    _needs(prompts, "eval")
     prompts.set_defaults(run=cmd_eval_prompts)
 
     proposals = tasks.add_parser("proposals", help="mask AR of the automatic generator's masks as object "
@@ -656,10 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="output folder: results.json, results.md, a PNG plot (proposals: recall_iou.png, "
                                "boxes: precision_recall.png), per-image results as .jsonl (a rerun resumes)")
     _add_generator_options(proposals)
+    _needs(proposals, "eval")
     proposals.set_defaults(run=cmd_eval_proposals)
     boxes.add_argument("--detections", help="COCO results JSON of boxes: [{image_id, bbox [x, y, w, h], score}]; "
                                             "image_id is the image's name in the dataset (default: ground-truth boxes)")
     _add_device_option(boxes)
+    _needs(boxes, "eval")
     boxes.set_defaults(run=cmd_eval_boxes)
 
     edges = tasks.add_parser("edges", help="edge detection from a 16x16 grid of point prompts, scored by the "
@@ -681,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     edges.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, precision_recall.png, edge maps as PNG in "
                             "edges/ (baselines: edges-NAME/), per-image counts as .jsonl (a rerun resumes)")
+    _needs(edges, "eval")
     edges.set_defaults(run=cmd_eval_edges)
 
     stats = tasks.add_parser("stats", help="mask statistics of a dataset as PNG plots (paper figures 5-6)")
@@ -692,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("-o", "--output", required=True,
                        help="output folder: results.json, results.md, masks_per_image.png, relative_size.png, "
                             "concavity.png, centres.png, per-image results as .jsonl (a rerun resumes)")
+    _needs(stats, "eval")
     stats.set_defaults(run=cmd_eval_stats)
 
     onnx = sub.add_parser("export-onnx", help="ONNX graphs: the prompt encoder and mask decoder with the official "
@@ -705,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also the image encoder (input: the resized, normalised, padded image)")
     onnx.add_argument("--quantize", action="store_true", help="also int8 versions (dynamic quantisation): *-int8.onnx")
     onnx.add_argument("-o", "--output", required=True, help="output folder: decoder.onnx [encoder.onnx]")
+    _needs(onnx, "onnx")
     onnx.set_defaults(run=cmd_export_onnx)
 
     engine = sub.add_parser("engine", help="automatic annotation of large collections on a Ray cluster")
@@ -724,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=_number_type(low=0), default=0.0, help="GPUs per actor (default 0: CPU)")
     run.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
     _add_generator_options(run, device=False)
+    _needs(run, "engine")
     run.set_defaults(run=cmd_engine_run)
 
     db_help = "database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: sqlite annotations.db here)"
@@ -742,12 +759,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=COUNT,
                        help="refuse larger requests (413; default: 1 MiB, or 2 bits per pixel of the largest image)")
     serve.add_argument("--bf16", action="store_true", help="image encoder in bfloat16 (faster on recent CPUs)")
+    _needs(serve, "server")
     serve.set_defaults(run=cmd_serve, bf16_decoder=False)
 
     people = sub.add_parser("annotators", help="annotators of the app and their tokens")
     people.add_argument("action", choices=("add", "list", "revoke"))
     people.add_argument("name", nargs="?", help="annotator name (add, revoke)")
     people.add_argument("--db", help=db_help)
+    _needs(people, "server")
     people.set_defaults(run=cmd_annotators)
 
     annotations = sub.add_parser("annotations", help="the app's saved masks")
@@ -757,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--images", required=True, help="the folder given to segany serve")
     export.add_argument("--db", help=db_help)
     export.add_argument("-o", "--output", required=True, help="output folder")
+    _needs(export, "server")
     export.set_defaults(run=cmd_annotations_export)
 
     conv = sub.add_parser("convert", help="convert weights between official .pth and segany .safetensors")
@@ -779,6 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "extra", None):
+            require(args.extra, args.command_name)
         return args.run(args) or 0
     except SegAnyError as err:
         print(f"segany: error: {err}", file=sys.stderr)

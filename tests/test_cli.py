@@ -1,5 +1,6 @@
 """`segany` commands: outputs a person and a program can use, and one-line errors."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -280,3 +281,15 @@ def test_eval_prompts_writes_scores_and_a_table(tmp_path, micro_checkpoint, shar
     assert (again["scores"], again["baselines"]) == (results["scores"], results["baselines"])
     assert len((tmp_path / "prompts.jsonl").read_text().splitlines()) == 1 + 1
     assert main(args[:4] + ["--data", "nosuch"] + args[6:]) == 2  # one-line error, no traceback
+
+
+def test_version_and_a_command_without_its_extra(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"segany {segany.__version__}"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    assert main(["engine", "run", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("segany: error: segany engine run needs the [engine] extra (ray not installed): "
+                                      "pip install 'segany[engine]'\n")
+    assert not (tmp_path / "out").exists()

@@ -1,5 +1,9 @@
 """Zero-shot evaluation: prompting a model on datasets it was not trained on."""
 
+from ..extras import require
+
+require("eval", "segany.eval")
+
 from .baselines import baseline_scores, grabcut_from_box, grabcut_from_point, random_walker_from_points
 from .boundaries import BoundaryScores, boundary_counts, boundary_scores, edge_scores, human_agreement
 from .edges import canny_edges, edge_nms, sam_edges, sobel_edges

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SegAnyError
+from ..extras import require
 from ..fileio import atomic_path
 from ..modeling import Sam
 
@@ -174,6 +175,7 @@ def _export(module: nn.Module, example: tuple, inputs, outputs, dynamic: dict, p
     path = Path(path)
     if path.suffix != ".onnx":
         raise SegAnyError(f"{path}: the output must be an .onnx file")
+    require("onnx", "ONNX export")
     with atomic_path(path) as tmp, torch.no_grad(), _quiet_export():
         traced = tmp.with_name(tmp.name + ".float") if quantize else tmp
         torch.onnx.export(module, example, str(traced), input_names=list(inputs), output_names=list(outputs),

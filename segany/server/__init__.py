@@ -4,6 +4,10 @@ A FastAPI server over a folder of images and a SQL database; a browser page that
 mask decoder itself (ONNX Runtime Web) on embeddings the server computes once per image.
 """
 
+from ..extras import require
+
+require("server", "segany.server")
+
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,6 +24,7 @@ from .embeddings import EmbeddingService
 from .store import Store, default_db_url
 
 WEB_DIR = Path(__file__).parent / "web"  # package.json of the page's npm packages
+VENDOR_ORT = Path(__file__).parent / "vendor" / "ort"  # in wheels (setup.py)
 ORT_FILE = "ort.wasm.min.mjs"
 
 
@@ -28,12 +33,15 @@ def default_cache_dir() -> Path:
 
 
 def find_ort_web() -> Path:
-    """onnxruntime-web's dist folder: $SEGANY_ORT_WEB, or the one `npm ci --prefix segany/server/web` installs."""
-    folder = Path(os.environ.get("SEGANY_ORT_WEB") or WEB_DIR / "node_modules" / "onnxruntime-web" / "dist")
-    if not (folder / ORT_FILE).is_file():
-        raise SegAnyError(f"onnxruntime-web not found in {folder}: run `npm ci --prefix {WEB_DIR}` "
-                          "(or set SEGANY_ORT_WEB to its dist folder)")
-    return folder
+    """onnxruntime-web's files for the page: $SEGANY_ORT_WEB, those a wheel carries (`VENDOR_ORT`),
+    or, in a checkout, the dist folder `npm ci --prefix segany/server/web` installs."""
+    folders = [Path(os.environ["SEGANY_ORT_WEB"])] if os.environ.get("SEGANY_ORT_WEB") else \
+        [VENDOR_ORT, WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"]
+    for folder in folders:
+        if (folder / ORT_FILE).is_file():
+            return folder
+    raise SegAnyError(f"onnxruntime-web not found in {folders[-1]}: run `npm ci --prefix {WEB_DIR}` "
+                      "(or set SEGANY_ORT_WEB to its dist folder)")
 
 
 def build_services(images: Path, db: Optional[str] = None, model: str = "default", cache_dir: Optional[Path] = None,

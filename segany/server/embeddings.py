@@ -114,7 +114,7 @@ class EmbeddingService:
                 with np.load(cached, allow_pickle=False) as data:
                     found = ImageEmbedding(data["embedding"], tuple(data["original_size"].tolist()),
                                            tuple(data["input_size"].tolist()), float(data["seconds"]),
-                                           tuple(data[f"high_res_{i}"] for i in range(len(shapes))))
+                                           tuple(data[name] for name in self.model.mask_decoder.image_feature_names))
                 expected = [(1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)]
                 expected += [(1, *shape) for shape in shapes]
                 arrays = [found.embedding, *found.high_res_features]
@@ -136,5 +136,5 @@ class EmbeddingService:
             with open(tmp, "wb") as file:
                 np.savez(file, embedding=result.embedding, original_size=np.array(result.original_size),
                          input_size=np.array(result.input_size), seconds=np.array(seconds),
-                         **{f"high_res_{i}": f for i, f in enumerate(result.high_res_features)})
+                         **dict(zip(self.model.mask_decoder.image_feature_names, result.high_res_features)))
         return result

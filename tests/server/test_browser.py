@@ -10,7 +10,7 @@ from segany.checkpoint import load_model
 from segany.image_io import read_image
 from segany.masks import rle_to_mask
 from segany.predictor import SamPredictor
-from segany.testing.server import start_server
+from segany.testing.server import click_image, draw_box, start_server, to_screen, wait_ready
 
 
 def open_page(chromium, server, name: str, errors: list):
@@ -22,37 +22,6 @@ def open_page(chromium, server, name: str, errors: list):
     page.goto(f"{server.url}/?token={token}")
     wait_ready(page)
     return page
-
-
-def wait_ready(page) -> None:
-    page.wait_for_selector("body[data-status=ready]", timeout=120_000)
-
-
-def to_screen(page, x: float, y: float):
-    """Page coordinates of image pixel (x, y) at the current zoom."""
-    return page.evaluate("""([x, y]) => {
-        const rect = document.getElementById('view').getBoundingClientRect();
-        const z = window.segany.zoom;
-        return [rect.left + z.x + x * z.scale, rect.top + z.y + y * z.scale];
-    }""", [x, y])
-
-
-def click_image(page, x: float, y: float, button: str = "left") -> None:
-    decodes = int(page.evaluate("document.body.dataset.decodes || 0"))
-    page.mouse.click(*to_screen(page, x, y), button=button)
-    page.wait_for_function(f"Number(document.body.dataset.decodes) > {decodes} && !window.segany.decoding",
-                           timeout=30_000)
-
-
-def draw_box(page, x0: float, y0: float, x1: float, y1: float) -> None:
-    """The box tool dragged from image pixel (x0, y0) to (x1, y1); returns once it is decoded."""
-    page.keyboard.press("x")
-    decodes = int(page.evaluate("document.body.dataset.decodes || 0"))
-    page.mouse.move(*to_screen(page, x0, y0))
-    page.mouse.down()
-    page.mouse.move(*to_screen(page, x1, y1), steps=5)
-    page.mouse.up()
-    page.wait_for_function(f"Number(document.body.dataset.decodes) > {decodes} && !window.segany.decoding")
 
 
 def saved_masks(server, name: str, image: str = "dog.jpg"):
