@@ -9,6 +9,12 @@ set -e
 for folder in ../data/clothing-co-parsing ../data/pets; do
     [ -d "$folder" ] || { echo "$folder is missing: see the top of $0" >&2; exit 2; }
 done
-# ImageNet MobileNetV2 encoder, fresh prompt encoder and decoder, the labelled mixture.
-if [ -f runs/default/last.pt ]; then segany train configs/default.yaml --resume; else segany train configs/default.yaml; fi
-cp runs/default/model.safetensors segany/weights/default.safetensors
+# Each stage resumes where it stopped when run again.
+stage() {
+    if [ -f "$1/last.pt" ]; then segany train "$2" --resume; else segany train "$2"; fi
+}
+# 1. ImageNet MobileNetV2 encoder, fresh prompt encoder and decoder, the labelled mixture.
+stage runs/default configs/default.yaml
+# 2. Grown into mobilenet_v2_hr (the trunk's high-resolution features in the decoder), encoder frozen.
+stage runs/default-hr configs/default_high_res.yaml
+cp runs/default-hr/model.safetensors segany/weights/default.safetensors

@@ -379,9 +379,11 @@ def read_checked(source: PathLike, config: Optional[SamConfig] = None) -> Tuple[
 
 def decoder_of(state_dict: StateDict) -> str:
     """`SamConfig.decoder` of a state dict: "hq" where SAM-HQ's output token is present, "sam2"
-    where SAM 2's object-score token is."""
+    where SAM 2's object-score token is, "high_res" where only its high-resolution projections are."""
     if "mask_decoder.obj_score_token.weight" in state_dict:
         return "sam2"
+    if "mask_decoder.conv_s0.weight" in state_dict:
+        return "high_res"
     return "hq" if "mask_decoder.hf_token.weight" in state_dict else "sam"
 
 

@@ -173,7 +173,8 @@ class SamPredictor:
 
     def get_high_res_features(self) -> Tuple[torch.Tensor, ...]:
         """The decoder's other inputs for the current image (`Sam.encode_image`): none for SAM's
-        decoder, SAM-HQ's fused early features (1, C/8, 4g, 4g)."""
+        decoder, SAM-HQ's fused early features (1, C/8, 4g, 4g), the projected stride-4 and stride-8
+        features of SAM 2's and the high_res decoder (1, C/8, 4g, 4g) and (1, C/4, 2g, 2g)."""
         self._require_image()
         return self.high_res_features
 

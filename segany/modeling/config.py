@@ -39,7 +39,8 @@ class SamConfig:
     encoder_global_attn_indexes, a position-embedding grid of encoder_pos_embed_size) or
     "mobilenet_v2" (`ImageEncoderMobileNet`; its output stride is patch_size). patch_size:
     input pixels per embedding cell, so the embedding grid is image_size // patch_size.
-    decoder: "sam", "hq" (SAM-HQ) or "sam2" (SAM 2, with a hiera encoder).
+    decoder: "sam", "hq" (SAM-HQ), "sam2" (SAM 2, with a hiera encoder) or "high_res" (SAM's
+    with SAM 2's high-resolution features, from a mobilenet_v2 encoder at output stride 16).
     """
 
     encoder: str = "vit"
@@ -126,6 +127,9 @@ class SamConfig:
         if (self.encoder == "hiera") != (self.decoder == "sam2"):
             raise SegAnyError(f"model config: the sam2 decoder and the hiera encoder go together, "
                               f"got encoder {self.encoder} with decoder {self.decoder}")
+        if self.decoder == "high_res" and (self.encoder, self.patch_size) != ("mobilenet_v2", 16):
+            raise SegAnyError(f"model config: the high_res decoder needs a mobilenet_v2 encoder at patch_size 16, "
+                              f"not {self.encoder} at {self.patch_size}")
         if self.decoder == "hq" and self.encoder not in ("vit", "tiny_vit"):
             raise SegAnyError(f"model config: the hq decoder needs a vit or tiny_vit encoder, not {self.encoder}")
         if self.decoder == "hq" and self.encoder == "vit" and (not self.encoder_global_attn_indexes
@@ -264,10 +268,14 @@ ENCODERS: Dict[str, Callable[[SamConfig], nn.Module]] = {
     "vit": _vit_encoder, "tiny_vit": _tiny_vit_encoder, "hiera": _hiera_encoder, "mobilenet_v2": _mobilenet_encoder,
 }
 # Mask decoders by SamConfig.decoder.
-DECODERS = ("sam", "hq", "sam2")
+DECODERS = ("sam", "hq", "sam2", "high_res")
 
 _TINY_VIT_5M = dict(encoder="tiny_vit", encoder_stage_dims=(64, 128, 160, 320), encoder_stage_depths=(2, 2, 6, 2),
                     encoder_stage_heads=(4, 5, 10), encoder_stage_windows=(7, 14, 7))
+
+_MOBILENET_V2 = dict(encoder="mobilenet_v2", image_size=512, patch_size=16, prompt_embed_dim=128,
+                     decoder_mlp_dim=1024, iou_head_hidden_dim=128, pixel_mean=(128.0, 128.0, 128.0),
+                     pixel_std=(128.0, 128.0, 128.0))
 
 _HIERA = dict(encoder_stage_windows=(8, 4, 14, 7), encoder_pos_embed_size=(7, 7))
 
@@ -307,10 +315,9 @@ CONFIGS: Dict[str, SamConfig] = {
     ),
     # The bundled default model (docs/models.md): MobileNetV2 1.0 at 512 pixels, output stride 16
     # (32 x 32 embedding), a 128-wide decoder; pixels mapped to [-1, 1] as Google's weights expect.
-    "mobilenet_v2": SamConfig(
-        encoder="mobilenet_v2", image_size=512, patch_size=16, prompt_embed_dim=128, decoder_mlp_dim=1024,
-        iou_head_hidden_dim=128, pixel_mean=(128.0, 128.0, 128.0), pixel_std=(128.0, 128.0, 128.0),
-    ),
+    "mobilenet_v2": SamConfig(**_MOBILENET_V2),
+    # The same with the trunk's stride-4 and stride-8 features added into the decoder's upscaling.
+    "mobilenet_v2_hr": SamConfig(decoder="high_res", **_MOBILENET_V2),
 }
 
 
@@ -335,6 +342,8 @@ def build_sam(config: SamConfig) -> Sam:
         decoder_class, decoder_options = MaskDecoderHQ, {"early_dim": image_encoder.early_channels}
     if config.decoder == "sam2":
         decoder_class = MaskDecoderSAM2
+    if config.decoder == "high_res":
+        decoder_options = {"high_res_channels": image_encoder.early_channels}
     sam = Sam(
         image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(

@@ -10,6 +10,10 @@ from .common import MLP, LayerNorm2d
 from .transformer import ImageSide, TwoWayTransformer
 
 
+# The names of the high-resolution features (`MaskDecoder.image_features`), as SAM 2 names them.
+HIGH_RES_FEATURE_NAMES = ("high_res_feats_0", "high_res_feats_1")
+
+
 class MaskDecoder(nn.Module):
     # Whether `image_features` needs the encoder's early features (SAM-HQ).
     uses_early_features = False
@@ -26,6 +30,7 @@ class MaskDecoder(nn.Module):
         num_multimask_outputs: int = 3,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
+        high_res_channels: Tuple[int, ...] = (),
     ) -> None:
         """
         Args:
@@ -34,6 +39,9 @@ class MaskDecoder(nn.Module):
             num_multimask_outputs: masks predicted for ambiguous prompts (3 in SAM); one more
                 output token predicts the single mask used for unambiguous prompts.
             iou_head_depth, iou_head_hidden_dim: the MLP that predicts each mask's IoU.
+            high_res_channels: channels of the encoder's stride-4 and stride-8 features, to add
+                them into the upscaling as SAM 2 does (projected by `conv_s0` and `conv_s1`,
+                once per image: `image_features`); () for SAM's decoder.
         """
         super().__init__()
         self.transformer_dim = transformer_dim
@@ -53,6 +61,14 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        if high_res_channels:
+            self.conv_s0 = nn.Conv2d(high_res_channels[0], transformer_dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(high_res_channels[1], transformer_dim // 4, kernel_size=1)
+            for conv in (self.conv_s0, self.conv_s1):  # start as SAM's decoder (e.g. grown from one)
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            self.uses_early_features = True
+            self.image_feature_names = HIGH_RES_FEATURE_NAMES
 
     def forward(
         self,
@@ -87,14 +103,24 @@ class MaskDecoder(nn.Module):
         )
 
     def image_features(self, image_embeddings: torch.Tensor,
-                       early_features: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
+                       early_features: Optional[Tuple[torch.Tensor, ...]] = None) -> Tuple[torch.Tensor, ...]:
         """The image-level inputs this decoder takes beside the embedding, computed once per image
-        from the embedding and (if `uses_early_features`) the encoder's early features."""
-        return ()
+        from the embedding and (if `uses_early_features`) the encoder's early features: with
+        `high_res_channels`, the projected stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W)
+        features from the encoder's (B, c0, 4H, 4W) and (B, c1, 2H, 2W); else none."""
+        if not self.image_feature_names:
+            return ()
+        if early_features is None:
+            raise ValueError("this decoder needs the encoder's high-resolution features")
+        stride4, stride8 = early_features
+        return self.conv_s0(stride4), self.conv_s1(stride8)
 
     def image_feature_shapes(self, grid: Tuple[int, int]) -> Tuple[Tuple[int, ...], ...]:
         """Shapes of `image_features` for one image whose embedding grid is `grid` (H, W)."""
-        return ()
+        if not self.image_feature_names:
+            return ()
+        dim = self.transformer_dim
+        return (dim // 8, 4 * grid[0], 4 * grid[1]), (dim // 4, 2 * grid[0], 2 * grid[1])
 
     def prepare_image(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
@@ -185,7 +211,7 @@ class MaskDecoder(nn.Module):
         A 2x2 stride-2 transposed convolution maps each input pixel to its own 2x2 output
         pixels, so it is a Linear to 4 x out channels; working per pixel keeps channels last,
         where LayerNorm2d is an ordinary layer norm, and avoids (B, C, 4H, 4W) copies.
-        high_res_features: SAM 2's projected stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W)
+        high_res_features: the projected stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W)
         features, added after each transposed convolution (before its norm or activation).
         """
         up1, norm, act1, up2, act2 = self.output_upscaling

@@ -20,38 +20,20 @@ from .transformer import ImageSide
 
 
 class MaskDecoderSAM2(MaskDecoder):
-    uses_early_features = True
-    image_feature_names = ("high_res_feats_0", "high_res_feats_1")
     leading_tokens = 1
 
     def __init__(self, *, stability_delta: float = 0.05, stability_thresh: float = 0.98,
                  dynamic_multimask_via_stability: bool = True, **kwargs) -> None:
         """stability_delta, stability_thresh: the single-mask fallback (module docstring);
         dynamic_multimask_via_stability: whether it is on. The rest as `MaskDecoder`."""
-        super().__init__(**kwargs)
-        dim = self.transformer_dim
+        dim = kwargs["transformer_dim"]
+        super().__init__(high_res_channels=(dim, dim), **kwargs)
         self.obj_score_token = nn.Embedding(1, dim)
         self.pred_obj_score_head = MLP(dim, dim, 1, 3)
         self.iou_prediction_head.sigmoid_output = True
-        self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.stability_delta = stability_delta
         self.stability_thresh = stability_thresh
-
-    def image_features(self, image_embeddings: torch.Tensor,
-                       early_features: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-                       ) -> Tuple[torch.Tensor, ...]:
-        """(stride-4 (B, C/8, 4H, 4W), stride-8 (B, C/4, 2H, 2W)) from the encoder's two finest
-        feature maps (B, C, 4H, 4W) and (B, C, 2H, 2W)."""
-        if early_features is None:
-            raise ValueError("SAM 2's decoder needs the encoder's high-resolution features")
-        stride4, stride8 = early_features
-        return self.conv_s0(stride4), self.conv_s1(stride8)
-
-    def image_feature_shapes(self, grid: Tuple[int, int]) -> Tuple[Tuple[int, ...], ...]:
-        dim = self.transformer_dim
-        return (dim // 8, 4 * grid[0], 4 * grid[1]), (dim // 4, 2 * grid[0], 2 * grid[1])
 
     def output_tokens(self) -> torch.Tensor:
         """(6, C): the object-score token, the IoU token, the 4 mask tokens."""

@@ -78,7 +78,7 @@ class MobileNetV2(nn.Module):
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.stem = ConvSame(3, STEM_CHANNELS, 3, stride=2)
-        blocks = []
+        blocks, self.block_strides = [], []
         in_chans, stride, dilation = STEM_CHANNELS, 2, 1
         for expansion, out_chans, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
             for i in range(repeats):
@@ -89,6 +89,7 @@ class MobileNetV2(nn.Module):
                     block_dilation = dilation
                     stride *= block_stride
                 blocks.append(InvertedResidual(in_chans, out_chans, block_stride, expansion, block_dilation))
+                self.block_strides.append(stride)
                 in_chans = out_chans
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = in_chans
@@ -98,18 +99,26 @@ class MobileNetV2(nn.Module):
             self.head = ConvSame(in_chans, HEAD_CHANNELS, 1)
             self.classifier = ConvSame(HEAD_CHANNELS, num_classes, 1)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, 320, H / s, W / s), s the output stride."""
+    def forward_features(self, x: torch.Tensor, taps: Tuple[int, ...] = ()) -> Tuple[torch.Tensor, ...]:
+        """(B, 3, H, W) pixels mapped to [-1, 1] -> the outputs of the blocks numbered in `taps`,
+        then the last one's (B, 320, H / s, W / s), s the output stride."""
         x = F.relu6(self.stem(x))
-        for block in self.blocks:
+        tapped = []
+        for index, block in enumerate(self.blocks):
             x = run_block(block, x, self.gradient_checkpointing)
-        return x
+            if index in taps:
+                tapped.append(x)
+        return (*tapped, x)
+
+    def last_block_at(self, stride: int) -> int:
+        """The index of the last block whose output has the given stride."""
+        return max(index for index, block_stride in enumerate(self.block_strides) if block_stride == stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, num_classes) logits."""
         if self.classifier is None:
             raise RuntimeError("this MobileNetV2 was built without its classifier (num_classes=None)")
-        features = F.relu6(self.head(self.forward_features(x)))
+        features = F.relu6(self.head(self.forward_features(x)[-1]))
         return self.classifier(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
 
 
@@ -117,7 +126,9 @@ class ImageEncoderMobileNet(nn.Module):
     """MobileNetV2 trunk + SAM's neck: (B, 3, img_size, img_size) -> (B, out_chans, grid, grid).
 
     grid = img_size / output_stride. Parameters: `trunk.*` as `MobileNetV2`, `neck.*` as the
-    ViT encoder's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d).
+    ViT encoder's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d). For a decoder with
+    high-resolution features, `forward_with_early` also returns the trunk's stride-4 and stride-8
+    maps (`early_channels`: 24 and 32 channels).
     """
 
     def __init__(self, img_size: int = 512, out_chans: int = 256, output_stride: int = 16) -> None:
@@ -130,6 +141,8 @@ class ImageEncoderMobileNet(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+        self.high_res_taps = (self.trunk.last_block_at(4), self.trunk.last_block_at(8))
+        self.early_channels = tuple(self.trunk.blocks[index].project.out_channels for index in self.high_res_taps)
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -150,7 +163,14 @@ class ImageEncoderMobileNet(nn.Module):
     def num_layers(self) -> int:
         return len(self.trunk.blocks) + 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_early(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """The embedding (B, out_chans, grid, grid) and the trunk's stride-4 and stride-8 maps
+        (B, 24, 4 grid, 4 grid) and (B, 32, 2 grid, 2 grid) (at output stride 16)."""
         # Depthwise convs run faster on channels-last tensors on the CPU.
-        x = self.trunk.forward_features(x.contiguous(memory_format=torch.channels_last))
+        stride4, stride8, x = self.trunk.forward_features(x.contiguous(memory_format=torch.channels_last),
+                                                          self.high_res_taps)
+        return self.neck(x).contiguous(), (stride4.contiguous(), stride8.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trunk.forward_features(x.contiguous(memory_format=torch.channels_last))[-1]
         return self.neck(x).contiguous()

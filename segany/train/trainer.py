@@ -7,6 +7,10 @@ exactly as the uninterrupted run would, whatever the number of data workers. The
 (`last.pt`) holds tensors and plain values only and is read with `torch.load(weights_only=True)`.
 """
 
+from ..extras import require
+
+require("train", "segany.train.trainer")
+
 import csv
 import json
 import math
@@ -51,8 +55,10 @@ class TrainConfig:
     """What `segany train` reads from a YAML/JSON file (all fields optional)."""
 
     output: str = "runs/train"  # folder: checkpoints, metrics.csv, config.json
-    model: Any = "vit_tiny"  # architecture for random weights: a name or SamConfig fields...
-    init: Optional[str] = None  # ...or a checkpoint to start from (ours or official)
+    model: Any = None  # architecture: a name or SamConfig fields (None: vit_tiny, or init's own)
+    # A checkpoint to start from (ours or official). With `model`, a larger architecture grown from
+    # it: the checkpoint's tensors fill the parameters of the same names, the rest start new.
+    init: Optional[str] = None
     # With `model`: ImageNet weights for a mobilenet_v2 encoder's trunk, a MobileNetV2 1.0 .tflite file
     # (segany.modeling.tflite_weights); the neck, prompt encoder and decoder start from random weights.
     pretrained_encoder: Optional[str] = None
@@ -111,7 +117,7 @@ class TrainConfig:
     def check(self) -> None:
         """SegAnyError naming the first field of a wrong type or out of its range."""
         check_field_types(self, "train config")
-        if not isinstance(self.model, (str, dict)):
+        if self.model is not None and not isinstance(self.model, (str, dict)):
             raise SegAnyError(f"train config: model must be a config name or a mapping of its fields, got {self.model!r}")
         for name in self.freeze or []:
             if name.split(".")[0] not in PARTS:
@@ -190,17 +196,20 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def build_model(config: TrainConfig) -> Sam:
-    if config.init:
+    if config.init and config.model is None:
         model = load_model(config.init)
     else:
         try:
             architecture = SamConfig.from_dict(config.model) if isinstance(config.model, dict) else config.model
-            model = random_model(architecture, seed=config.seed)
+            model = random_model(architecture or "vit_tiny", seed=config.seed)
         except (ValueError, TypeError) as err:
             raise SegAnyError(f"model: {err}") from None
-        if config.pretrained_encoder:
-            _load_pretrained_encoder(model, config.pretrained_encoder)
-        init_for_localisation(model, config.initial_embedding_scale)
+        if config.init:
+            grow_from(model, load_model(config.init), config.init)
+        else:
+            if config.pretrained_encoder:
+                _load_pretrained_encoder(model, config.pretrained_encoder)
+            init_for_localisation(model, config.initial_embedding_scale)
     modules = dict(model.named_modules())
     for name in default_frozen(model, bool(config.init)) if config.freeze is None else config.freeze:
         if name not in modules:
@@ -232,6 +241,18 @@ def default_frozen(model: Sam, fine_tuning: bool) -> List[str]:
     sam_modules = [f"mask_decoder.{name}" for name, _ in model.mask_decoder.named_children()
                    if name not in MaskDecoderHQ.HQ_MODULES]
     return ["image_encoder", "prompt_encoder", *sam_modules]
+
+
+def grow_from(model: Sam, smaller: Sam, source: str) -> None:
+    """Copy every tensor of `smaller` into the parameter or buffer of `model` of the same name and
+    shape; SegAnyError if one has no place in `model` (not a smaller model of the same kind)."""
+    target = model.state_dict()
+    misfits = [name for name, tensor in smaller.state_dict().items()
+               if name not in target or target[name].shape != tensor.shape]
+    if misfits:
+        raise SegAnyError(f"init: {source} does not fit model: {len(misfits)} tensor(s) have no place of their "
+                          f"name and shape in it, e.g. {misfits[0]}")
+    model.load_state_dict(smaller.state_dict(), strict=False)
 
 
 def _load_pretrained_encoder(model: Sam, path: str) -> None:

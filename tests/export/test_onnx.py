@@ -96,10 +96,11 @@ def _perturbed(name):
     return model
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "vit_t"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v2_hr", "vit_t"])
 def test_other_encoders_export_both_graphs(shared_data, tmp_path, name):
-    """The default architecture (dilated convs, TensorFlow padding; a 32 x 32-grid decoder) and
-    MobileSAM (TinyViT), with every weight perturbed, against PyTorch on a real photo."""
+    """The default architectures (dilated convs, TensorFlow padding; a 32 x 32-grid decoder; with
+    and without the trunk's high-resolution features) and MobileSAM (TinyViT), with every weight
+    perturbed, against PyTorch on a real photo."""
     model = _perturbed(name)
     image = load_rgb(shared_data / "examples" / "dog.jpg")
     predictor = segany.SamPredictor(model)
@@ -107,11 +108,16 @@ def test_other_encoders_export_both_graphs(shared_data, tmp_path, name):
     encoder = onnxruntime.InferenceSession(str(export_encoder(model, tmp_path / "encoder.onnx")))
     resized = predictor.transform.apply_image(image)
     pixels = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float())
-    embedding = encoder.run(None, {"image": pixels.numpy()})[0]
+    embedding, *features = encoder.run(None, {"image": pixels.numpy()})
     np.testing.assert_allclose(embedding, predictor.features.numpy(), rtol=0, atol=1e-4)
+    assert len(features) == len(model.mask_decoder.image_feature_names) == (2 if name.endswith("_hr") else 0)
+    for ours, expected in zip(features, predictor.get_high_res_features()):
+        np.testing.assert_allclose(ours, expected.numpy(), rtol=0, atol=1e-4)
     decoder = onnxruntime.InferenceSession(str(export_decoder(model, tmp_path / "decoder.onnx")))
     logits, iou, _ = predictor.predict(np.array([[300, 200]]), np.array([1]), return_logits=True)
-    masks, iou_onnx, _ = decoder.run(None, prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1]))
+    feeds = prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1])
+    feeds.update(zip(model.mask_decoder.image_feature_names, features))
+    masks, iou_onnx, _ = decoder.run(None, feeds)
     np.testing.assert_allclose(masks[0, 1:], logits, rtol=0, atol=1e-4)
     np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
 

@@ -91,6 +91,7 @@ def test_window_partition_round_trips_with_padding():
           encoder_stage_heads=(4, 6, 10), encoder_stage_windows=(7, 14, 7)),
      r"encoder_stage_dims\[2\] 160 is not a multiple of encoder_stage_heads\[1\] 6"),
     (dict(encoder="mobilenet_v2", decoder="hq"), "the hq decoder needs a vit or tiny_vit encoder"),
+    (dict(decoder="high_res"), "the high_res decoder needs a mobilenet_v2 encoder at patch_size 16, not vit"),
     (dict(decoder="hq", encoder_global_attn_indexes=()), "reads the first global-attention block"),
 ])
 def test_family_fields_are_checked(fields, message):

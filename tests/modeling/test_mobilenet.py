@@ -100,7 +100,7 @@ def test_output_stride_keeps_the_weights_and_the_grid(pretrained):
         network = MobileNetV2(stride, num_classes=None)
         network.load_state_dict(mobilenet_v2_state_dict(path, network))
         with torch.no_grad():
-            assert network.forward_features(torch.zeros(1, 3, 256, 256)).shape == (1, 320, 256 // stride, 256 // stride)
+            assert network.forward_features(torch.zeros(1, 3, 256, 256))[-1].shape == (1, 320, 256 // stride, 256 // stride)
     dilated = [block.depthwise.dilation[0] for block in MobileNetV2(16).blocks]
     assert dilated == [1] * 14 + [2] * 3  # the last stage, after its first block, sees twice as far
 

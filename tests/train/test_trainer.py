@@ -142,6 +142,20 @@ def test_random_init_prepares_the_decoder_to_localise(tmp_path, shared_data):
                            given.mask_decoder.transformer.layers[0].self_attn.k_proj.weight)
 
 
+def test_init_with_a_larger_model_grows_it(tmp_path, micro_init, shared_data):
+    """SAM's checkpoint grown into SAM-HQ, as SAM-HQ trains: SAM's tensors kept, the HQ modules new
+    and, by default, the only ones trained."""
+    given = segany.load_model(micro_init).state_dict()
+    grown = build_model(TrainConfig(output=str(tmp_path), model=dataclasses.asdict(dataclasses.replace(MICRO, decoder="hq")),
+                                    init=micro_init))
+    state = grown.state_dict()
+    assert all(torch.equal(state[name], tensor) for name, tensor in given.items())
+    assert {name.split(".")[1] for name in set(state) - set(given)} == set(MaskDecoderHQ.HQ_MODULES)
+    assert {name.split(".")[1] for name, p in grown.named_parameters() if p.requires_grad} == set(MaskDecoderHQ.HQ_MODULES)
+    with pytest.raises(SegAnyError, match=r"does not fit model: \d+ tensor\(s\)"):
+        build_model(TrainConfig(output=str(tmp_path), model="vit_tiny", init=micro_init))
+
+
 def test_a_batched_step_decodes_the_masks_of_all_its_images(tmp_path, micro_init, shared_data, monkeypatch):
     from segany.train import trainer
 
