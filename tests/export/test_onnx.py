@@ -25,7 +25,8 @@ def models(micro_checkpoint):
 
 
 def prompt_feeds(predictor, image, points, labels, mask_input=None):
-    """The decoder's inputs for prompts in image pixels, as a web client builds them."""
+    """The decoder's inputs for prompts in image pixels, as a web client builds them, with the
+    decoder's other image inputs named as the encoder graph names them."""
     height, width = image.shape[:2]
     coords = predictor.transform.apply_coords(np.array([points], dtype=np.float64), (height, width))
     mask_size = predictor.model.prompt_encoder.mask_input_size
@@ -36,6 +37,8 @@ def prompt_feeds(predictor, image, points, labels, mask_input=None):
         "mask_input": np.zeros((1, 1, *mask_size), np.float32) if mask_input is None else mask_input,
         "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32),
         "orig_im_size": np.array([height, width], np.float32),
+        **{name: feature.numpy() for name, feature in
+           zip(predictor.model.mask_decoder.image_feature_names, predictor.get_high_res_features())},
     }
 
 
@@ -115,9 +118,7 @@ def test_other_encoders_export_both_graphs(shared_data, tmp_path, name):
         np.testing.assert_allclose(ours, expected.numpy(), rtol=0, atol=1e-4)
     decoder = onnxruntime.InferenceSession(str(export_decoder(model, tmp_path / "decoder.onnx")))
     logits, iou, _ = predictor.predict(np.array([[300, 200]]), np.array([1]), return_logits=True)
-    feeds = prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1])
-    feeds.update(zip(model.mask_decoder.image_feature_names, features))
-    masks, iou_onnx, _ = decoder.run(None, feeds)
+    masks, iou_onnx, _ = decoder.run(None, prompt_feeds(predictor, image, [[300, 200], [0, 0]], [1, -1]))
     np.testing.assert_allclose(masks[0, 1:], logits, rtol=0, atol=1e-4)
     np.testing.assert_allclose(iou_onnx[0, 1:], iou, rtol=0, atol=1e-4)
 
@@ -142,13 +143,10 @@ FAMILY_CASES = [{"point_coords": [[300, 200]], "point_labels": [1], "box": None}
 
 
 def family_feeds(predictor, image, case, mask_input=None):
-    """`prompt_feeds` for a case of FAMILY_CASES laid out for the model's graph (`graph_prompts`),
-    with the decoder's other image inputs, named as the encoder graph names them."""
+    """`prompt_feeds` for a case of FAMILY_CASES laid out for the model's graph (`graph_prompts`)."""
     coords, labels = graph_prompts(prompt_layout(predictor.model), case["point_coords"], case["point_labels"],
                                    case["box"])  # image pixels; the padding point (0, 0) maps to itself
-    feeds = prompt_feeds(predictor, image, coords[0].tolist(), labels[0].tolist(), mask_input)
-    names = predictor.model.mask_decoder.image_feature_names
-    return {**feeds, **{name: f.numpy() for name, f in zip(names, predictor.get_high_res_features())}}
+    return prompt_feeds(predictor, image, coords[0].tolist(), labels[0].tolist(), mask_input)
 
 
 def predictor_prompts(case):

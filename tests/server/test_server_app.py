@@ -71,6 +71,20 @@ def test_images_and_no_way_out_of_the_folder(server, image_folder):
             (image_folder / "link.jpg").unlink()
 
 
+def embedding_body(response, model):
+    """/api/embedding's body: the embedding (its shape in a header), then the decoder's image
+    features in /api/info's order and shapes."""
+    shape = tuple(int(v) for v in response.headers["x-embedding-shape"].split(","))
+    values = np.frombuffer(response.content, dtype="<f4")
+    arrays, offset = [], 0
+    for array_shape in (shape, *((1, *s) for s in model.high_res_feature_shapes())):
+        count = int(np.prod(array_shape))
+        arrays.append(values[offset:offset + count].reshape(array_shape))
+        offset += count
+    assert offset == len(values)
+    return arrays[0], arrays[1:]
+
+
 def test_embedding_computed_once_and_cached(server, image_folder, tmp_path):
     services = server.services
     runs = services.embeddings.encoder_runs
@@ -79,12 +93,13 @@ def test_embedding_computed_once_and_cached(server, image_folder, tmp_path):
     assert services.embeddings.encoder_runs == runs + 1  # six requests, one encoder run
     bodies = {r.content for r in responses}
     assert len(bodies) == 1
-    shape = tuple(int(v) for v in responses[0].headers["x-embedding-shape"].split(","))
-    embedding = np.frombuffer(responses[0].content, dtype="<f4").reshape(shape)
     predictor = SamPredictor(load_model("default"))
+    embedding, features = embedding_body(responses[0], predictor.model)
     image = read_image(image_folder / "more/groceries.jpg")
     predictor.set_image(image)
     np.testing.assert_allclose(embedding, predictor.get_image_embedding().numpy(), atol=1e-5)
+    for served, expected in zip(features, predictor.get_high_res_features(), strict=True):
+        np.testing.assert_allclose(served, expected.numpy(), atol=1e-5)
     assert responses[0].headers["x-original-size"] == f"{image.shape[0]},{image.shape[1]}"
     assert responses[0].headers["x-input-size"] == ",".join(map(str, predictor.input_size))
 
@@ -99,11 +114,10 @@ def test_served_decoder_gives_the_predictors_masks(server, image_folder):
     with client(server, "decoder") as http:
         graph = http.get("/api/decoder.onnx").content
         response = http.get("/api/embedding/dog.jpg")
-    info_shape = [int(v) for v in response.headers["x-embedding-shape"].split(",")]
-    embedding = np.frombuffer(response.content, dtype="<f4").reshape(info_shape)
-    height, width = (int(v) for v in response.headers["x-original-size"].split(","))
     predictor = SamPredictor(load_model("default"))
-    predictor.set_embedding(embedding.copy(), (height, width))
+    embedding, features = embedding_body(response, predictor.model)
+    height, width = (int(v) for v in response.headers["x-original-size"].split(","))
+    predictor.set_embedding(embedding.copy(), (height, width), [f.copy() for f in features])
     point = np.array([[400.0, 300.0]])
     _, scores, low_res = predictor.predict(point, np.array([1]), multimask_output=True, return_logits=True)
     coords = predictor.transform.apply_coords(point, (height, width))
@@ -115,6 +129,7 @@ def test_served_decoder_gives_the_predictors_masks(server, image_folder):
         "mask_input": np.zeros((1, 1, *low_res.shape[-2:]), dtype=np.float32),
         "has_mask_input": np.zeros(1, dtype=np.float32),
         "orig_im_size": np.array([height, width], dtype=np.float32),
+        **dict(zip(predictor.model.mask_decoder.image_feature_names, features)),
     })
     assert masks.shape == (1, 4, height, width)  # the single-mask output, then the three of multimask
     np.testing.assert_allclose(iou[0, 1:], scores, atol=1e-4)
