@@ -10,12 +10,14 @@ from typing import Dict, Tuple
 
 from .errors import SegAnyError
 
+_EVAL = ("scipy", "skimage", "matplotlib")
+
 # extra -> the modules its commands import (those of pyproject.toml's extra, by import name)
 EXTRAS: Dict[str, Tuple[str, ...]] = {
     "server": ("fastapi", "uvicorn", "sqlalchemy", "onnx"),
     "engine": ("ray", "fsspec", "pyarrow"),
-    "train": ("yaml", "tensorboard", "tflite", "scipy", "skimage", "matplotlib"),  # and [eval]'s
-    "eval": ("scipy", "skimage", "matplotlib"),
+    "train": ("yaml", "tensorboard", "tflite", *_EVAL),  # the trainer validates with segany.eval
+    "eval": _EVAL,
     "onnx": ("onnx",),  # and onnxruntime, imported only to quantise
 }
 

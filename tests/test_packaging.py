@@ -37,14 +37,18 @@ EXTRA_COMMANDS = {
 }
 
 
-def run(command, cwd=None, **options) -> subprocess.CompletedProcess:
-    """`command` with a clean environment (no PYTHONPATH, no SEGANY_ORT_WEB), failing with its output."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SEGANY_ORT_WEB", "VIRTUAL_ENV")}
-    result = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, **options)
-    return result
+def clean_env() -> dict:
+    """This environment without what would point a command back at the checkout or its venv."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SEGANY_ORT_WEB", "VIRTUAL_ENV")}
+
+
+def run(command, cwd=None) -> subprocess.CompletedProcess:
+    """`command` in `clean_env()`, its output captured."""
+    return subprocess.run([str(c) for c in command], cwd=cwd, env=clean_env(), capture_output=True, text=True)
 
 
 def check(command, cwd=None) -> str:
+    """`run`, failing the test with the output unless the command succeeds; its stdout."""
     result = run(command, cwd)
     assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
     return result.stdout
@@ -171,9 +175,8 @@ def test_the_wheel_serves_the_page_without_npm(full, workdir, chromium, screensh
     assert ort.strip().startswith(str(full.parent))
     token = check([full / "segany", "annotators", "add", "packager", "--db", db], workdir).split("token ")[1].split()[0]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SEGANY_ORT_WEB")}
     server = subprocess.Popen([str(full / "segany"), "serve", "--images", "images", "--db", db, "--port", str(port),
-                               "--cache", str(workdir / "cache")], cwd=workdir, env=env,
+                               "--cache", str(workdir / "cache")], cwd=workdir, env=clean_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
