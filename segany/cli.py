@@ -415,7 +415,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     written = []
     for suffix, quantize in [("", False)] + ([("-int8", True)] if args.quantize else []):
         written.append(export_decoder(model, out / f"decoder{suffix}.onnx", args.single_mask, args.stability_score,
-                                      quantize))
+                                      quantize, hq_token_only=args.hq_token_only))
         if args.encoder:
             written.append(export_encoder(model, out / f"encoder{suffix}.onnx", quantize))
     print("\n".join(f"{path}: {path.stat().st_size / 2**20:.1f} MiB" for path in written))
@@ -716,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one mask per prompt (best of 3 for a single point, else the single-mask output)")
     onnx.add_argument("--stability-score", action="store_true",
                       help="return stability scores instead of predicted IoU")
+    onnx.add_argument("--hq-token-only", action="store_true",
+                      help="SAM-HQ models: every mask is the HQ token's alone (its predictor's hq_token_only)")
     onnx.add_argument("--encoder", action="store_true",
                       help="also the image encoder (input: the resized, normalised, padded image)")
     onnx.add_argument("--quantize", action="store_true", help="also int8 versions (dynamic quantisation): *-int8.onnx")

@@ -13,7 +13,8 @@ high_res_feats_0 [1, C/8, 4h, 4w] and high_res_feats_1 [1, C/4, 2h, 2w].
 Decoder outputs: masks [1, M, H, W] logits at the original size, iou_predictions [1, M] (or
 stability scores), low_res_masks [1, M, 4h, 4w]; M = 4 (what the predictor returns without
 multimask output first, then the 3 multimask outputs) or 1 with `single_mask`. For SAM-HQ each
-is SAM's mask plus the HQ token's, as its predictor answers; for SAM 2 the first is its
+is SAM's mask plus the HQ token's, as its predictor answers (with `hq_token_only`, every one is
+the HQ token's mask alone, beside SAM's predicted IoU of its slot); for SAM 2 the first is its
 single-mask output after the stability fallback. With `full_size=False` the graph has no
 `masks` output (its upscaling is most of the decoder's time): the annotation page upscales
 the one candidate it shows.
@@ -66,9 +67,10 @@ class OnnxDecoder(nn.Module):
     """The prompt encoder and mask decoder of `model` as one graph over the web demo's inputs."""
 
     def __init__(self, model: Sam, single_mask: bool = False, stability_score: bool = False,
-                 stability_score_offset: float = 1.0, full_size: bool = True) -> None:
+                 stability_score_offset: float = 1.0, full_size: bool = True, hq_token_only: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.decoder_options = model.decoder_options(hq_token_only)
         self.full_size = full_size
         self.single_mask = single_mask
         self.stability_score = stability_score
@@ -82,7 +84,8 @@ class OnnxDecoder(nn.Module):
         dense = has_mask_input * prompts.mask_downscaling(mask_input)
         dense = dense + (1 - has_mask_input) * prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)  # 1, C, h, w
         low_res, scores = decoder.predict_masks(image_embeddings, prompts.get_dense_pe(), sparse, dense,
-                                                high_res_features=image_features)  # 1, 4, 4h, 4w and 1, 4
+                                                high_res_features=image_features,
+                                                **self.decoder_options)  # 1, 4, 4h, 4w and 1, 4
         single, single_score = decoder.single_mask_output(low_res, scores)
         low_res, scores = torch.cat([single, low_res[:, 1:]], dim=1), torch.cat([single_score, scores[:, 1:]], dim=1)
         if self.stability_score:
@@ -130,11 +133,12 @@ class OnnxDecoder(nn.Module):
 
 
 def export_decoder(model: Sam, path: Union[str, Path], single_mask: bool = False, stability_score: bool = False,
-                   quantize: bool = False, full_size: bool = True) -> Path:
+                   quantize: bool = False, full_size: bool = True, hq_token_only: bool = False) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; with `quantize`, int8
-    dynamic quantisation of its weights. Returns the path."""
+    dynamic quantisation of its weights; `hq_token_only` for SAM-HQ's option. Returns the path."""
     # eval() on the wrapper too: the exporter restores the wrapper's mode on every submodule.
-    wrapper = OnnxDecoder(model.float(), single_mask, stability_score, full_size=full_size).eval()
+    wrapper = OnnxDecoder(model.float(), single_mask, stability_score, full_size=full_size,
+                          hq_token_only=hq_token_only).eval()
     c, grid = model.prompt_encoder.embed_dim, model.prompt_encoder.image_embedding_size
     h, w = grid
     features = tuple(torch.randn(1, *shape) for shape in model.mask_decoder.image_feature_shapes(grid))

@@ -156,33 +156,47 @@ def predictor_prompts(case):
 
 def test_sam_hq_decoder_matches_its_reference_onnx_model(family_checkpoint, shared_data, tmp_path):
     """Full hq_vit_t, noisy weights, against segment_anything_hq's own ONNX wrapper: our 4 outputs
-    are its single-mask answer and the 3 candidates its multimask answer chooses from."""
+    are its single-mask answer and the 3 candidates its multimask answer chooses from, with SAM's
+    mask plus the HQ token's and, in the hq_token_only graph, the HQ token's alone."""
     from segment_anything_hq.predictor import SamPredictor as ReferencePredictor
     from segment_anything_hq.utils.onnx import SamOnnxModel
 
     checkpoint = family_checkpoint("sam_hq_tiny")
     ours, theirs = segany.load_model(checkpoint), reference.load_reference(FAMILY_MODELS["sam_hq_tiny"], checkpoint)
-    session = onnxruntime.InferenceSession(str(export_decoder(ours, tmp_path / "decoder.onnx")))
-    assert [i.name for i in session.get_inputs()] == [*DECODER_INPUTS, "hq_features"]
     image = load_rgb(shared_data / "examples" / "dog.jpg")
     predictor, reference_predictor = segany.SamPredictor(ours), ReferencePredictor(theirs)
     predictor.set_image(image)
     reference_predictor.set_image(image)
-    single, multi = (SamOnnxModel(theirs, multimask_output=m) for m in (False, True))
     previous = np.random.default_rng(0).normal(size=(1, 1, 256, 256)).astype(np.float32)
-    for case in FAMILY_CASES:
-        for mask_input in (None, previous):
-            feeds = family_feeds(predictor, image, case, mask_input)
-            masks, scores, low_res = session.run(None, feeds)
-            inputs = [torch.from_numpy(feeds[name]) for name in DECODER_INPUTS]
-            with torch.no_grad():
-                want_single = single(inputs[0], reference_predictor.interm_features, *inputs[1:])
-                want_multi = multi(inputs[0], reference_predictor.interm_features, *inputs[1:])
-            best = 1 + scores[0, 1:].argmax()
-            for k, want in ((0, want_single), (best, want_multi)):
-                np.testing.assert_allclose(masks[:, k : k + 1], want[0].numpy(), rtol=0, atol=1e-4)
-                np.testing.assert_allclose(scores[:, k : k + 1], want[1].numpy(), rtol=0, atol=1e-4)
-                np.testing.assert_allclose(low_res[:, k : k + 1], want[2].numpy(), rtol=0, atol=1e-4)
+    answers = {}
+    for hq_token_only in (False, True):
+        graph = export_decoder(ours, tmp_path / f"decoder-{hq_token_only}.onnx", hq_token_only=hq_token_only)
+        session = onnxruntime.InferenceSession(str(graph))
+        assert [i.name for i in session.get_inputs()] == [*DECODER_INPUTS, "hq_features"]
+        single, multi = (SamOnnxModel(theirs, hq_token_only=hq_token_only, multimask_output=m) for m in (False, True))
+        for case in FAMILY_CASES:
+            for mask_input in (None, previous):
+                feeds = family_feeds(predictor, image, case, mask_input)
+                masks, scores, low_res = session.run(None, feeds)
+                answers.setdefault(hq_token_only, []).append(masks)
+                inputs = [torch.from_numpy(feeds[name]) for name in DECODER_INPUTS]
+                with torch.no_grad():
+                    want_single = single(inputs[0], reference_predictor.interm_features, *inputs[1:])
+                    want_multi = multi(inputs[0], reference_predictor.interm_features, *inputs[1:])
+                best = 1 + scores[0, 1:].argmax()
+                for k, want in ((0, want_single), (best, want_multi)):
+                    np.testing.assert_allclose(masks[:, k : k + 1], want[0].numpy(), rtol=0, atol=1e-4)
+                    np.testing.assert_allclose(scores[:, k : k + 1], want[1].numpy(), rtol=0, atol=1e-4)
+                    np.testing.assert_allclose(low_res[:, k : k + 1], want[2].numpy(), rtol=0, atol=1e-4)
+    # The two graphs give different masks (SAM's token adds something).
+    assert not np.allclose(answers[False][0], answers[True][0], atol=1e-2)
+
+
+def test_hq_token_only_graph_needs_a_sam_hq_model(tmp_path, micro_checkpoint, capsys):
+    assert main(["export-onnx", "--model", str(micro_checkpoint), "--hq-token-only", "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("segany: error: hq_token_only is an option of SAM-HQ models; "
+                                       "this model's decoder is not SAM-HQ's\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sam2_graphs_match_the_predictor(family_checkpoint, shared_data, tmp_path):
