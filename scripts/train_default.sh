@@ -17,4 +17,6 @@ stage() {
 stage runs/default configs/default.yaml
 # 2. Grown into mobilenet_v2_hr (the trunk's high-resolution features in the decoder), encoder frozen.
 stage runs/default-hr configs/default_high_res.yaml
-cp runs/default-hr/model.safetensors segany/weights/default.safetensors
+# 3. The same model at 768 pixels (48 x 48 embedding), the ImageNet trunk frozen.
+stage runs/default-768 configs/default_768.yaml
+cp runs/default-768/model.safetensors segany/weights/default.safetensors

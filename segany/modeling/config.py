@@ -318,6 +318,8 @@ CONFIGS: Dict[str, SamConfig] = {
     "mobilenet_v2": SamConfig(**_MOBILENET_V2),
     # The same with the trunk's stride-4 and stride-8 features added into the decoder's upscaling.
     "mobilenet_v2_hr": SamConfig(decoder="high_res", **_MOBILENET_V2),
+    # The same at 768 pixels (48 x 48 embedding): smaller objects span more embedding cells.
+    "mobilenet_v2_hr_768": SamConfig(decoder="high_res", **{**_MOBILENET_V2, "image_size": 768}),
 }
 
 
