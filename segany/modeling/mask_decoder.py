@@ -142,18 +142,20 @@ class MaskDecoder(nn.Module):
         selected: slice = slice(None),
         iou_threshold: Optional[float] = None,
         high_res_features: Tuple[torch.Tensor, ...] = (),
+        **mask_options: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Masks (B, M, 4H, 4W) and predicted IoU (B, M) of the `selected` of the 4 mask tokens.
 
         iou_threshold: as in `forward`; the predicted IoU comes before the masks, so masks that
-        would be thrown away are never upscaled.
+        would be thrown away are never upscaled. mask_options: options of the family's masks
+        (`Sam.decoder_options`: SAM-HQ's hq_token_only).
         """
         hs, keys = self._transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                                      image_side)
-        return self._heads(hs, keys, image_pe.shape[-2:], selected, iou_threshold, high_res_features)
+        return self._heads(hs, keys, image_pe.shape[-2:], selected, iou_threshold, high_res_features, **mask_options)
 
     def _heads(self, hs: torch.Tensor, keys: torch.Tensor, grid: Tuple[int, int], selected: slice,
-               iou_threshold: Optional[float], high_res_features: Tuple[torch.Tensor, ...]
+               iou_threshold: Optional[float], high_res_features: Tuple[torch.Tensor, ...], **mask_options: bool
                ) -> Tuple[torch.Tensor, torch.Tensor]:
         """`predict_masks` from the transformer's outputs."""
         bs = hs.shape[0]
@@ -167,9 +169,10 @@ class MaskDecoder(nn.Module):
         if iou_threshold is not None:
             wanted = (iou_pred > iou_threshold).any(dim=1)
             masks = hyper_in.new_full((bs, len(token_ids), 4 * h, 4 * w), float("nan"))
-            masks[wanted] = self._masks(hs[wanted], hyper_in[wanted], keys[wanted], h, w, high_res_features)
+            masks[wanted] = self._masks(hs[wanted], hyper_in[wanted], keys[wanted], h, w, high_res_features,
+                                        **mask_options)
             return masks, iou_pred
-        return self._masks(hs, hyper_in, keys, h, w, high_res_features), iou_pred
+        return self._masks(hs, hyper_in, keys, h, w, high_res_features, **mask_options), iou_pred
 
     def single_mask_output(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """From all 4 outputs, masks (B, 4, h, w) and IoU (B, 4), the one `forward` returns without

@@ -109,42 +109,15 @@ class MaskDecoderHQ(MaskDecoder):
         masks[wanted] = chosen.view(len(hs), 1, 4 * h, 4 * w)
         return masks, iou_pred
 
-    def predict_masks(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-        image_side: Optional[ImageSide] = None,
-        selected: slice = slice(None),
-        iou_threshold: Optional[float] = None,
-        high_res_features: Tuple[torch.Tensor, ...] = (),
-        hq_token_only: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """`MaskDecoder.predict_masks`; with `hq_token_only` every selected slot holds the HQ
-        token's mask alone beside SAM's predicted IoU of that token, so whichever slot a caller
-        picks it gets what SAM-HQ's predictor answers with hq_token_only (for graphs)."""
-        if not hq_token_only:
-            return super().predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                         dense_prompt_embeddings, image_side, selected, iou_threshold,
-                                         high_res_features)
-        if iou_threshold is not None:
-            raise ValueError("predict_masks: iou_threshold is not supported with hq_token_only")
-        hs, keys = self._transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                                     image_side)
-        h, w = image_pe.shape[-2:]
-        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]  # B, M
-        upscaled = upscaled_to_image(self._upscale(keys, h, w).transpose(1, 2), h, w)  # B, C/8, 4H, 4W
-        hq_masks = self._hq_masks(hs, upscaled, high_res_features[0]).view(len(hs), 1, 4 * h, 4 * w)
-        return hq_masks.expand(-1, iou_pred.shape[1], -1, -1), iou_pred
-
     def _masks(self, hs: torch.Tensor, hyper_in: torch.Tensor, keys: torch.Tensor, h: int, w: int,
-               high_res_features: Tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+               high_res_features: Tuple[torch.Tensor, ...] = (), hq_token_only: bool = False) -> torch.Tensor:
         """`predict_masks`' masks (B, M, 4H, 4W): each SAM token's mask plus the HQ token's, the
-        answer SAM-HQ's predictor gives when it picks that token (for graphs that choose afterwards)."""
+        answer SAM-HQ's predictor gives when it picks that token (for graphs that choose afterwards);
+        with `hq_token_only` the HQ token's mask alone in every slot, its predictor's answer then."""
         upscaled = upscaled_to_image(self._upscale(keys, h, w).transpose(1, 2), h, w)  # B, C/8, 4H, 4W
-        masks = hyper_in @ upscaled.flatten(2) + self._hq_masks(hs, upscaled, high_res_features[0])
-        return masks.view(len(hs), -1, 4 * h, 4 * w)
+        hq_masks = self._hq_masks(hs, upscaled, high_res_features[0])  # B, 1, 4H*4W
+        masks = hq_masks if hq_token_only else hyper_in @ upscaled.flatten(2) + hq_masks  # B, M or 1, 4H*4W
+        return masks.expand(-1, hyper_in.shape[1], -1).reshape(len(hs), -1, 4 * h, 4 * w)
 
     def _hq_masks(self, hs: torch.Tensor, upscaled: torch.Tensor, hq_features: torch.Tensor) -> torch.Tensor:
         """The HQ token's mask logits (B, 1, 4H*4W) from the token outputs (B, T, C), SAM's
