@@ -19,4 +19,6 @@ stage runs/default configs/default.yaml
 stage runs/default-hr configs/default_high_res.yaml
 # 3. The same model at 768 pixels (48 x 48 embedding), the ImageNet trunk frozen.
 stage runs/default-768 configs/default_768.yaml
-cp runs/default-768/model.safetensors segany/weights/default.safetensors
+# 4. The same, nothing frozen: the trunk adapts to 768 pixels.
+stage runs/default-768-trunk configs/default_768_trunk.yaml
+cp runs/default-768-trunk/model.safetensors segany/weights/default.safetensors

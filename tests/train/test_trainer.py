@@ -1,12 +1,13 @@
 import csv
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import segany
-from conftest import MICRO, SMALL_HQ_VIT_B
+from conftest import MICRO, REPO, SMALL_HQ_VIT_B
 from segany.cli import main
 from segany.errors import SegAnyError
 from segany.modeling import CONFIGS
@@ -250,3 +251,24 @@ def test_train_init_fine_tunes_a_reference_checkpoint(tmp_path, shared_data, fam
         assert {name.split(".")[1] for name in changed} == set(MaskDecoderHQ.HQ_MODULES)
     else:
         assert any(name.startswith("mask_decoder.transformer.") for name in changed)
+
+
+def test_the_default_model_recipe_is_a_chain_of_valid_configs():
+    """scripts/train_default.sh runs every configs/*.yaml in order: each stage's config is valid,
+    starts from the previous stage's model (the first from the ImageNet trunk), and the last
+    stage's model is the one installed, of the bundled model's architecture."""
+    script = (REPO / "scripts" / "train_default.sh").read_text(encoding="utf-8")
+    stages = re.findall(r"^stage (\S+) (\S+)$", script, re.MULTILINE)
+    assert sorted(path for _, path in stages) == sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
+    previous = None
+    for output, path in stages:
+        config = TrainConfig.from_file(REPO / path)
+        config.check()
+        assert config.output == output, path
+        if previous is None:
+            assert config.init is None and config.pretrained_encoder, path
+        else:
+            assert config.init == f"{previous}/model.safetensors", path
+        previous = output
+    assert f"cp {previous}/model.safetensors segany/weights/default.safetensors" in script
+    assert segany.load_model("default").config == CONFIGS[config.model]
