@@ -235,9 +235,14 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     if len(datasets) < len(args.data):
         raise SegAnyError("--data: two datasets with the same name; their files would mix")
     skipped: List[str] = []
-    images, masks = pseudo_label(_generator(args), datasets, Path(args.output), args.limit, skipped=skipped)
-    print(f"{args.output}: {images} image(s) written with {masks} masks, {len(skipped)} unreadable skipped; "
-          f"train on it with `datasets: {{{args.output}: WEIGHT}}`")
+    run = pseudo_label(_generator(args), datasets, Path(args.output), args.limit, skipped=skipped)
+    print(f"{args.output}: {run.images} image(s) written with {run.masks} masks, {len(skipped)} unreadable "
+          f"skipped; train on it with `datasets: {{{args.output}: WEIGHT}}`")
+    if run.label_ious:
+        ious = np.asarray(run.label_ious)
+        print(f"against the withheld labels ({len(ious)} masks of labelled images): best-match IoU mean "
+              f"{ious.mean():.3f}, {np.mean(ious >= 0.5):.0%} at 0.5 or more, "
+              f"{np.mean(ious >= 0.8):.0%} at 0.8 or more")
     return 1 if skipped else 0
 
 

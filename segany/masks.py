@@ -68,6 +68,15 @@ def _for_pycocotools(rle: Rle) -> Rle:
     return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+def rle_ious(rles: Sequence[Rle], others: Sequence[Rle]) -> np.ndarray:
+    """(len(rles), len(others)) IoU of every pair of COCO RLEs of one image size."""
+    if not rles or not others:
+        return np.zeros((len(rles), len(others)))
+    ious = mask_utils.iou([_for_pycocotools(r) for r in rles], [_for_pycocotools(o) for o in others],
+                          [False] * len(others))
+    return np.asarray(ious, dtype=float).reshape(len(rles), len(others))
+
+
 def compress_rle(rle: Rle) -> Rle:
     """COCO RLE, compressed or uncompressed -> compressed {"size": [H, W], "counts": str}, JSON-ready."""
     counts = _for_pycocotools(rle)["counts"]

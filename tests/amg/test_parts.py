@@ -9,7 +9,7 @@ from segany.amg import stability_score
 from segany.amg.boxes import is_box_near_crop_edge, masks_to_boxes, nms
 from segany.amg.grid import build_layer_point_grids, generate_crop_boxes
 from segany.amg.regions import fill_small_regions, remove_small_regions
-from segany.masks import mask_to_uncompressed_rle, masks_to_rles, region_to_rle, rle_to_mask
+from segany.masks import mask_to_uncompressed_rle, masks_to_rles, region_to_rle, rle_ious, rle_to_mask
 from segany.testing import official as reference
 
 
@@ -101,6 +101,18 @@ def test_rle_encodings_match(amg, person_masks):
     assert [mask_to_uncompressed_rle(m) for m in person_masks] == uncompressed
     for mask, rle in zip(person_masks, uncompressed):
         np.testing.assert_array_equal(rle_to_mask(rle), mask)
+
+
+def test_rle_ious_equal_pixel_counts_in_either_encoding(person_masks):
+    def counted(masks, others):
+        return [[(a & b).sum() / (a | b).sum() for b in others] for a in masks]
+
+    shifted = np.roll(person_masks, 7, axis=2)
+    compressed = masks_to_rles(person_masks)
+    np.testing.assert_allclose(rle_ious(masks_to_rles(shifted), compressed), counted(shifted, person_masks), atol=1e-12)
+    uncompressed = [mask_to_uncompressed_rle(m) for m in person_masks[:2]]
+    np.testing.assert_allclose(rle_ious(uncompressed, compressed), counted(person_masks[:2], person_masks), atol=1e-12)
+    assert rle_ious(compressed, []).shape == (len(person_masks), 0)
 
 
 def test_rle_of_a_region_equals_rle_of_the_whole_mask(person_masks):
