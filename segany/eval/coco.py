@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..amg import SamAutomaticMaskGenerator
 from ..data import MaskDataset, Sample
 from ..errors import SegAnyError
-from ..masks import Rle, mask_to_rle, rle_area, rles_to_boxes
+from ..masks import Rle, mask_to_rle, rle_area, rle_ious, rles_to_boxes
 from ..predictor import SamPredictor
 from .plots import plot_curves
 from .prompts import object_masks, tight_box
@@ -111,14 +110,9 @@ def proposal_recall(generator: SamAutomaticMaskGenerator, dataset: MaskDataset, 
 
 
 def _best_ious(record: dict) -> List[float]:
-    """Per true object of an `_image_record`, its highest IoU with any of the results."""
-    if not record["truths"]:
-        return []
-    if not record["results"]:
-        return [0.0] * len(record["truths"])
+    """Per true object of an `_image_record`, its highest IoU with any of the results (0 without any)."""
     results = [rle for rle, _ in record["results"]]
-    ious = mask_utils.iou(results, record["truths"], [0] * len(record["truths"]))  # results, truths
-    return [float(v) for v in np.asarray(ious).max(axis=0)]
+    return rle_ious(results, record["truths"]).max(axis=0, initial=0.0).tolist()
 
 
 def _mean_recall(values: np.ndarray) -> float:
