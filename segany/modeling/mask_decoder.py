@@ -1,6 +1,6 @@
 """Mask decoder: image embedding + prompt tokens -> mask logits and predicted IoU."""
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -12,6 +12,14 @@ from .transformer import ImageSide, TwoWayTransformer
 
 # The names of the high-resolution features (`MaskDecoder.image_features`), as SAM 2 names them.
 HIGH_RES_FEATURE_NAMES = ("high_res_feats_0", "high_res_feats_1")
+
+
+class CellFeatures(NamedTuple):
+    """SAM 2-style high-resolution features laid out as the upscaling adds them, one row per
+    embedding cell (`cell_features`)."""
+
+    stride4: torch.Tensor  # B, H*W, 4, 4 * C/8: positions (dy, dx), then (ey, ex, channel)
+    stride8: torch.Tensor  # B, H*W, 4, C/4: positions (dy, dx)
 
 
 class MaskDecoder(nn.Module):
@@ -115,6 +123,16 @@ class MaskDecoder(nn.Module):
         stride4, stride8 = early_features
         return self.conv_s0(stride4), self.conv_s1(stride8)
 
+    def per_prompt_features(self, high_res_features: Tuple[torch.Tensor, ...], grid: Tuple[int, int],
+                            image_index: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """`image_features` of B images -> a copy for each of N prompts, prompt i on image
+        image_index[i] (N,), for decoding them as one batch. SAM 2-style features come laid out
+        as the upscaling reads them (`CellFeatures`): training decodes every prompt in several
+        rounds, and laying out B images once costs far less than N copies every round."""
+        if self.image_feature_names == HIGH_RES_FEATURE_NAMES:
+            return CellFeatures(*(f.index_select(0, image_index) for f in cell_features(high_res_features, *grid)))
+        return tuple(features.index_select(0, image_index) for features in high_res_features)
+
     def image_feature_shapes(self, grid: Tuple[int, int]) -> Tuple[Tuple[int, ...], ...]:
         """Shapes of `image_features` for one image whose embedding grid is `grid` (H, W)."""
         if not self.image_feature_names:
@@ -215,18 +233,19 @@ class MaskDecoder(nn.Module):
         pixels, so it is a Linear to 4 x out channels; working per pixel keeps channels last,
         where LayerNorm2d is an ordinary layer norm, and avoids (B, C, 4H, 4W) copies.
         high_res_features: the projected stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W)
-        features, added after each transposed convolution (before its norm or activation).
+        features (or their `CellFeatures`), added after each transposed convolution (before its
+        norm or activation).
         """
         up1, norm, act1, up2, act2 = self.output_upscaling
         x = F.linear(keys, _conv_transpose_as_linear(up1.weight), up1.bias.repeat(4))  # B, HW, 4 * C/4
         x = x.unflatten(-1, (4, -1))  # B, HW, (dy, dx), C/4
         if high_res_features:
-            stride4, stride8 = high_res_features
-            x = x + _per_cell(stride8, h, w, levels=1)
+            stride4, stride8 = cell_features(high_res_features, h, w)
+            x = x + stride8
         x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
         x = F.linear(x, _conv_transpose_as_linear(up2.weight), up2.bias.repeat(4))  # B, HW, 4, 4 * C/8
         if high_res_features:
-            x = x + _per_cell(stride4, h, w, levels=2)
+            x = x + stride4
         x = act2(x)
         return x.reshape(x.shape[0], h * w * 16, x.shape[-1] // 4)
 
@@ -239,6 +258,15 @@ def upscaled_to_image(values: torch.Tensor, h: int, w: int) -> torch.Tensor:
     bs, count = values.shape[:2]
     values = values.view(bs, count, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
     return values.reshape(bs, count, 4 * h, 4 * w)
+
+
+def cell_features(high_res_features: Sequence[torch.Tensor], h: int, w: int) -> CellFeatures:
+    """SAM 2-style stride-4 (B, C/8, 4H, 4W) and stride-8 (B, C/4, 2H, 2W) features of an H x W
+    embedding -> their `CellFeatures` (as they are if they are already)."""
+    if isinstance(high_res_features, CellFeatures):
+        return high_res_features
+    stride4, stride8 = high_res_features
+    return CellFeatures(_per_cell(stride4, h, w, levels=2), _per_cell(stride8, h, w, levels=1))
 
 
 def _per_cell(features: torch.Tensor, h: int, w: int, levels: int) -> torch.Tensor:

@@ -108,8 +108,9 @@ def simulate_interaction(
     if image_index is not None and len(embeddings) > 1:
         # N, C, h, w: one per mask. index_select, not indexing: the gradient of indexing summed the
         # masks of an image in a varying order on the CPU, so batched runs did not repeat bit for bit.
+        high_res_features = model.mask_decoder.per_prompt_features(high_res_features, embeddings.shape[-2:],
+                                                                     image_index)
         embeddings = embeddings.index_select(0, image_index)
-        high_res_features = tuple(features.index_select(0, image_index) for features in high_res_features)
     scale = model.image_encoder.img_size / targets.shape[-1]
     truths = targets.numpy() > 0.5
     # The masks of a step are decoded as one batch, which takes one kind of first prompt.

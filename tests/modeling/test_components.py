@@ -1,11 +1,13 @@
 """Each module against its official counterpart on the same random weights and inputs."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from segany.testing import official as reference
 from conftest import MICRO
-from segany.modeling import SamConfig, build_sam
+from segany.modeling import CONFIGS, SamConfig, build_sam
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +133,28 @@ def test_gradient_checkpointing_gives_the_same_values_and_gradients(models):
     ours.image_encoder.gradient_checkpointing = False
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("config", ["mobilenet_v2_hr", "hq_vit_b"])
+def test_per_prompt_features_decode_as_copies_of_the_image_features(config):
+    """Prompts of two images decoded as one batch from `per_prompt_features` (SAM 2-style features
+    laid out once per image) get the same masks as from per-prompt copies of `image_features`."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(CONFIGS[config], image_size=128, encoder_depth=2, encoder_global_attn_indexes=(1,))
+    model = build_sam(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # the high-res projections start at zero
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+        embeddings, features = model.encode_image(torch.randn(2, 3, 128, 128))
+        image_index = torch.tensor([1, 1, 0])
+        points = (torch.rand(3, 1, 2) * 128, torch.ones(3, 1, dtype=torch.int))
+        sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
+        decoded = [model.mask_decoder(embeddings.index_select(0, image_index), model.prompt_encoder.get_dense_pe(),
+                                      sparse, dense, multimask_output=True, high_res_features=prompt_features)
+                   for prompt_features in (tuple(f.index_select(0, image_index) for f in features),
+                                           model.mask_decoder.per_prompt_features(features, embeddings.shape[-2:],
+                                                                                  image_index))]
+    (want_masks, want_iou), (masks, iou) = decoded
+    assert masks.abs().amax() > 0.1 and masks.shape[0] == 3 and masks.shape[-2:] == (32, 32)
+    torch.testing.assert_close(masks, want_masks, rtol=0, atol=1e-5)
+    torch.testing.assert_close(iou, want_iou, rtol=0, atol=1e-6)
