@@ -38,12 +38,18 @@ class ConvSame(nn.Conv2d):
                  groups: int = 1) -> None:
         super().__init__(in_chans, out_chans, kernel_size, stride, padding=0, dilation=dilation, groups=groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_padding(self, height: int, width: int) -> List[int]:
+        """TensorFlow's "SAME" padding of a (height, width) input, in F.pad's order: left, right,
+        top, bottom."""
         pads: List[int] = []
-        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last axis first
+        for size in (width, height):
             extent = (self.kernel_size[0] - 1) * self.dilation[0] + 1
             total = max((-(-size // self.stride[0]) - 1) * self.stride[0] + extent - size, 0)
             pads += [total // 2, total - total // 2]
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.same_padding(*x.shape[-2:])
         left, right, top, bottom = pads
         if left == right and top == bottom:  # the conv pads evenly itself, without a padded copy
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)

@@ -96,21 +96,15 @@ def test_same_padding_puts_the_odd_row_at_the_bottom(size, expected):
 
 @pytest.mark.parametrize("kernel, stride, dilation", [(1, 1, 1), (3, 1, 1), (3, 2, 1), (3, 1, 2), (3, 1, 4)])
 @pytest.mark.parametrize("size", [7, 8, 48])
-def test_same_padding_with_or_without_a_padded_copy_gives_tensorflows_answer(kernel, stride, dilation, size):
-    """Even padding runs inside the convolution, odd padding on a padded copy: both as TensorFlow's
-    SAME, which pads total = max((out - 1) * stride + extent - size, 0), the odd one at the end."""
+def test_same_padding_inside_the_conv_equals_a_padded_copy(kernel, stride, dilation, size):
+    """Where the SAME padding is even the conv pads itself, elsewhere it pads a copy: either way
+    the answer of a conv over the padded input (where the padding goes: the test above)."""
     torch.manual_seed(size)
     conv = ConvSame(4, 4, kernel, stride, dilation, groups=4)
     x = torch.randn(1, 4, size, size + 1)
-    padded = []
-    for side in (size + 1, size):  # width first, as F.pad takes them
-        extent = (kernel - 1) * dilation + 1
-        total = max((-(-side // stride) - 1) * stride + extent - side, 0)
-        padded += [total // 2, total - total // 2]
-    want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, padded), conv.weight, conv.bias, stride,
-                                      dilation=dilation, groups=4)
     with torch.no_grad():
         got = conv(x)
+        want = torch.nn.Conv2d.forward(conv, torch.nn.functional.pad(x, conv.same_padding(size, size + 1)))
     assert got.shape[-2:] == (-(-size // stride), -(-(size + 1) // stride))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
