@@ -30,13 +30,29 @@ HEAD_CHANNELS = 1280
 IMAGENET_CLASSES = 1001  # index 0 is "background" in Google's release
 
 
+_FUSED_CONV_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _can_fuse_relu6(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """Whether oneDNN may run the conv and its ReLU6 as one pass: a float32 CPU inference call
+    (the fused op has no gradient, no autocast and no ONNX form)."""
+    return (_FUSED_CONV_AVAILABLE and x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
 class ConvSame(nn.Conv2d):
-    """A conv with TensorFlow's "SAME" padding: output side ceil(input / stride), and where the
-    padding is odd the extra row and column go at the bottom and right."""
+    """A conv with TensorFlow's "SAME" padding (output side ceil(input / stride), and where the
+    padding is odd the extra row and column go at the bottom and right), followed by ReLU6 where
+    `relu6` is set."""
 
     def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1) -> None:
+                 groups: int = 1, relu6: bool = False) -> None:
+        if dilation > 1 and (stride > 1 or kernel_size % 2 == 0):
+            raise ValueError("ConvSame: a dilated conv must have stride 1 and an odd kernel (even padding)")
         super().__init__(in_chans, out_chans, kernel_size, stride, padding=0, dilation=dilation, groups=groups)
+        self.relu6 = relu6
 
     def same_padding(self, height: int, width: int) -> List[int]:
         """TensorFlow's "SAME" padding of a (height, width) input, in F.pad's order: left, right,
@@ -48,12 +64,27 @@ class ConvSame(nn.Conv2d):
             pads += [total // 2, total - total // 2]
         return pads
 
+    def padded_weight(self, height: int, width: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """The weight and the symmetric (top, left) padding for F.conv2d that give the SAME
+        padding of a (height, width) input. Where it is odd (one more at the bottom or right), the
+        conv pads the larger amount on both sides and the kernel gets a leading zero row or
+        column: each window then starts one input earlier, on a zero weight, so the conv sees
+        TensorFlow's inputs without a padded copy of them (a copy costs more than the conv)."""
+        left, right, top, bottom = self.same_padding(height, width)
+        weight = self.weight  # (out, in / groups, k, k)
+        if right > left:  # concatenated rather than padded: ONNX export needs the kernel's shape
+            weight = torch.cat((weight.new_zeros(*weight.shape[:3], 1), weight), dim=3)
+        if bottom > top:
+            weight = torch.cat((weight.new_zeros(*weight.shape[:2], 1, weight.shape[3]), weight), dim=2)
+        return weight, (bottom, right)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = self.same_padding(*x.shape[-2:])
-        left, right, top, bottom = pads
-        if left == right and top == bottom:  # the conv pads evenly itself, without a padded copy
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
-        return super().forward(F.pad(x, pads))
+        weight, padding = self.padded_weight(*x.shape[-2:])
+        if self.relu6 and _can_fuse_relu6(x, self):
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, padding, self.stride, self.dilation,
+                                                           self.groups, "hardtanh", [0.0, 6.0], "")
+        y = F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return F.relu6(y, inplace=True) if self.relu6 else y
 
 
 class InvertedResidual(nn.Module):
@@ -62,14 +93,14 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_chans: int, out_chans: int, stride: int, expansion: int, dilation: int = 1) -> None:
         super().__init__()
         hidden = in_chans * expansion
-        self.expand = ConvSame(in_chans, hidden, 1) if expansion != 1 else None
-        self.depthwise = ConvSame(hidden, hidden, 3, stride, dilation, groups=hidden)
+        self.expand = ConvSame(in_chans, hidden, 1, relu6=True) if expansion != 1 else None
+        self.depthwise = ConvSame(hidden, hidden, 3, stride, dilation, groups=hidden, relu6=True)
         self.project = ConvSame(hidden, out_chans, 1)
         self.use_residual = stride == 1 and in_chans == out_chans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x if self.expand is None else F.relu6(self.expand(x))
-        y = self.project(F.relu6(self.depthwise(y)))
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.depthwise(y))
         return x + y if self.use_residual else y
 
 
@@ -86,7 +117,7 @@ class MobileNetV2(nn.Module):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        self.stem = ConvSame(3, STEM_CHANNELS, 3, stride=2)
+        self.stem = ConvSame(3, STEM_CHANNELS, 3, stride=2, relu6=True)
         blocks, self.block_strides = [], []
         in_chans, stride, dilation = STEM_CHANNELS, 2, 1
         for expansion, out_chans, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
@@ -105,13 +136,13 @@ class MobileNetV2(nn.Module):
         self.gradient_checkpointing = False
         self.head = self.classifier = None
         if num_classes is not None:
-            self.head = ConvSame(in_chans, HEAD_CHANNELS, 1)
+            self.head = ConvSame(in_chans, HEAD_CHANNELS, 1, relu6=True)
             self.classifier = ConvSame(HEAD_CHANNELS, num_classes, 1)
 
     def forward_features(self, x: torch.Tensor, taps: Tuple[int, ...] = ()) -> Tuple[torch.Tensor, ...]:
         """(B, 3, H, W) pixels mapped to [-1, 1] -> the outputs of the blocks numbered in `taps`,
         then the last one's (B, 320, H / s, W / s), s the output stride."""
-        x = F.relu6(self.stem(x))
+        x = self.stem(x)
         tapped = []
         for index, block in enumerate(self.blocks):
             x = run_block(block, x, self.gradient_checkpointing)
@@ -127,7 +158,7 @@ class MobileNetV2(nn.Module):
         """(B, 3, H, W) pixels mapped to [-1, 1] -> (B, num_classes) logits."""
         if self.classifier is None:
             raise RuntimeError("this MobileNetV2 was built without its classifier (num_classes=None)")
-        features = F.relu6(self.head(self.forward_features(x)[-1]))
+        features = self.head(self.forward_features(x)[-1])
         return self.classifier(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import segany
@@ -97,8 +98,9 @@ def test_same_padding_puts_the_odd_row_at_the_bottom(size, expected):
 @pytest.mark.parametrize("kernel, stride, dilation", [(1, 1, 1), (3, 1, 1), (3, 2, 1), (3, 1, 2), (3, 1, 4)])
 @pytest.mark.parametrize("size", [7, 8, 48])
 def test_same_padding_inside_the_conv_equals_a_padded_copy(kernel, stride, dilation, size):
-    """Where the SAME padding is even the conv pads itself, elsewhere it pads a copy: either way
-    the answer of a conv over the padded input (where the padding goes: the test above)."""
+    """Where the SAME padding is even the conv pads itself, elsewhere its kernel gets a leading
+    zero row and column: either way the answer of a conv over the padded input (where the
+    padding goes: the test above)."""
     torch.manual_seed(size)
     conv = ConvSame(4, 4, kernel, stride, dilation, groups=4)
     x = torch.randn(1, 4, size, size + 1)
@@ -107,6 +109,30 @@ def test_same_padding_inside_the_conv_equals_a_padded_copy(kernel, stride, dilat
         want = torch.nn.Conv2d.forward(conv, torch.nn.functional.pad(x, conv.same_padding(size, size + 1)))
     assert got.shape[-2:] == (-(-size // stride), -(-(size + 1) // stride))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_dilation_with_stride_or_an_even_kernel_is_refused():
+    for kernel, stride in ((3, 2), (2, 1)):
+        with pytest.raises(ValueError, match="dilated"):
+            ConvSame(4, 4, kernel, stride, dilation=2)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_relu6_fused_into_the_conv_equals_the_conv_then_relu6(stride):
+    """Without gradients the conv and its ReLU6 run as one oneDNN op; with them, apart. Both
+    give relu6 of the conv over the padded input."""
+    torch.manual_seed(stride)
+    conv = ConvSame(8, 8, 3, stride, groups=8, relu6=True)
+    x = torch.randn(2, 8, 15, 16) * 10
+    want = F.relu6(torch.nn.Conv2d.forward(conv, F.pad(x, conv.same_padding(15, 16))))
+    with torch.no_grad(), torch.profiler.profile() as profile:
+        fused = conv(x)
+    assert "mkldnn::_convolution_pointwise" in {event.name for event in profile.events()}
+    apart = conv(x.clone().requires_grad_())
+    assert apart.grad_fn is not None
+    for got in (fused, apart):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (want == 0).any() and (want == 6).any() and ((want > 0) & (want < 6)).any()  # both clamps at work
 
 
 def test_output_stride_keeps_the_weights_and_the_grid(pretrained):
