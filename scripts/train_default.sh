@@ -21,4 +21,6 @@ stage runs/default-hr configs/default_high_res.yaml
 stage runs/default-768 configs/default_768.yaml
 # 4. The same, nothing frozen: the trunk adapts to 768 pixels.
 stage runs/default-768-trunk configs/default_768_trunk.yaml
-cp runs/default-768-trunk/model.safetensors segany/weights/default.safetensors
+# 5. The same model at 896 pixels (56 x 56 embedding), the trunk frozen again.
+stage runs/default-896 configs/default_896.yaml
+cp runs/default-896/model.safetensors segany/weights/default.safetensors

@@ -255,7 +255,7 @@ def test_auto_input_errors_are_one_line(tmp_path, capsys, model_file, image_fold
 
 def test_the_bundled_model_is_the_default(tmp_path):
     model = segany.load_model("default")
-    assert model.config == segany.CONFIGS["mobilenet_v2_hr_768"]
+    assert model.config == segany.CONFIGS["mobilenet_v2_hr_896"]
     assert main(["segment", str(REPO / "examples" / "chelsea.png"), "--point", "220,150", "-o", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "chelsea.json").read_text())
     assert record["model"] == "default"

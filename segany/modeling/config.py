@@ -320,6 +320,8 @@ CONFIGS: Dict[str, SamConfig] = {
     "mobilenet_v2_hr": SamConfig(decoder="high_res", **_MOBILENET_V2),
     # The same at 768 pixels (48 x 48 embedding): smaller objects span more embedding cells.
     "mobilenet_v2_hr_768": SamConfig(decoder="high_res", **{**_MOBILENET_V2, "image_size": 768}),
+    # The same at 896 pixels (56 x 56 embedding).
+    "mobilenet_v2_hr_896": SamConfig(decoder="high_res", **{**_MOBILENET_V2, "image_size": 896}),
 }
 
 
