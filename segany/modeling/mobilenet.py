@@ -34,11 +34,12 @@ _FUSED_CONV_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.o
 
 
 def _can_fuse_relu6(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    """Whether oneDNN may run the conv and its ReLU6 as one pass: a float32 CPU inference call
-    (the fused op has no gradient, no autocast and no ONNX form)."""
+    """Whether oneDNN may run the conv and its ReLU6 as one pass: a float32 CPU call that no
+    gradient flows through, input, weight or bias (the fused op has no gradient, no autocast and
+    no ONNX form)."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *conv.parameters()))
     return (_FUSED_CONV_AVAILABLE and x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32
-            and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
-            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not needs_grad and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling())
 
 

@@ -106,7 +106,7 @@ def test_same_padding_inside_the_conv_equals_a_padded_copy(kernel, stride, dilat
     x = torch.randn(1, 4, size, size + 1)
     with torch.no_grad():
         got = conv(x)
-        want = torch.nn.Conv2d.forward(conv, torch.nn.functional.pad(x, conv.same_padding(size, size + 1)))
+        want = torch.nn.Conv2d.forward(conv, F.pad(x, conv.same_padding(size, size + 1)))
     assert got.shape[-2:] == (-(-size // stride), -(-(size + 1) // stride))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
@@ -133,6 +133,20 @@ def test_relu6_fused_into_the_conv_equals_the_conv_then_relu6(stride):
     for got in (fused, apart):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     assert (want == 0).any() and (want == 6).any() and ((want > 0) & (want < 6)).any()  # both clamps at work
+
+
+def test_a_trained_bias_alone_gets_its_gradient():
+    """A frozen weight with a trained bias still needs the unfused path (the fused op has no gradient)."""
+    torch.manual_seed(0)
+    conv = ConvSame(8, 8, 3, 2, groups=8, relu6=True)
+    conv.weight.requires_grad_(False)
+    x = torch.randn(2, 8, 15, 16) * 10
+    with torch.no_grad():
+        before_relu6 = torch.nn.Conv2d.forward(conv, F.pad(x, conv.same_padding(15, 16)))
+    conv(x).sum().backward()
+    # d sum(relu6(y)) / d bias: per channel, the outputs inside ReLU6's slope.
+    assert conv.bias.grad is not None
+    torch.testing.assert_close(conv.bias.grad, ((before_relu6 > 0) & (before_relu6 < 6)).sum(dim=(0, 2, 3)).float())
 
 
 def test_output_stride_keeps_the_weights_and_the_grid(pretrained):
