@@ -35,7 +35,8 @@ from ..validation import check_field_types, check_number
 from ..fileio import atomic_path
 from ..modeling import Sam, SamConfig
 from ..modeling.mask_decoder_hq import MaskDecoderHQ
-from ..data import MaskDataset, open_dataset, shared_dataset
+from ..data import MaskDataset, Sample, open_dataset, shared_dataset
+from ..data.copy_paste import MAX_PASTED, paste_objects
 from ..data.datasets import SHARED_DATASETS
 from ..eval.prompts import prompt_scores
 from ..predictor import SamPredictor
@@ -86,6 +87,9 @@ class TrainConfig:
     # None: `default_frozen` (fine-tuning from `init` keeps the image encoder).
     freeze: Optional[List[str]] = None
     jitter: Optional[List[float]] = None  # large-scale jitter scales, e.g. [0.1, 2.0]
+    # Probability that a training image gets 1-3 whole objects of another image of the mixture
+    # pasted into it at random sizes (segany.data.copy_paste).
+    copy_paste: float = 0.0
     bf16: bool = False  # bfloat16 autocast for matrix products
     checkpoint_encoder: bool = False  # gradient checkpointing of the ViT blocks (less memory)
     checkpoint_every: int = 200
@@ -134,6 +138,7 @@ class TrainConfig:
             check_number(f"train config: {name}", getattr(self, name), low=0, low_open=True)
         for name in ("weight_decay", "focal_weight"):
             check_number(f"train config: {name}", getattr(self, name), low=0)
+        check_number("train config: copy_paste", self.copy_paste, low=0, high=1)
         check_number("train config: layer_decay", self.layer_decay, low=0, high=1, low_open=True)
         for fraction in self.decay_at:
             check_number("train config: decay_at", fraction, low=0, high=1)
@@ -148,8 +153,10 @@ class StepData(Dataset):
     """Item e is training example e: drawn from the mixture with generator (seed, e)."""
 
     def __init__(self, model: Sam, datasets: Dict[str, MaskDataset], weights: Dict[str, float],
-                 masks_per_image: int, seed: int, jitter: Optional[List[float]] = None) -> None:
+                 masks_per_image: int, seed: int, jitter: Optional[List[float]] = None,
+                 copy_paste: float = 0.0) -> None:
         self.model, self.datasets, self.seed, self.jitter = model, datasets, seed, jitter
+        self.copy_paste = copy_paste
         self.names = list(datasets)
         total = sum(weights[n] for n in self.names)
         self.probabilities = [weights[n] / total for n in self.names]
@@ -158,14 +165,24 @@ class StepData(Dataset):
     def __len__(self) -> int:
         return 2**62  # one item per step, as many steps as asked: the sampler picks the range
 
+    def _draw(self, rng: np.random.Generator) -> Sample:
+        dataset = self.datasets[self.names[rng.choice(len(self.names), p=self.probabilities)]]
+        return dataset[int(rng.integers(len(dataset)))]
+
     def __getitem__(self, index: int) -> Example:
         rng = np.random.default_rng([self.seed, index, 0])
-        dataset = self.datasets[self.names[rng.choice(len(self.names), p=self.probabilities)]]
-        sample = dataset[int(rng.integers(len(dataset)))]
-        masks = sample.masks[sample.masks.any(axis=(1, 2))]  # an image may have none
+        sample = self._draw(rng)
+        image, masks = sample.image, sample.masks
+        # Its own generator: with copy_paste 0 every draw of `rng` stays what it always was.
+        paste_rng = np.random.default_rng([self.seed, index, 1])
+        if self.copy_paste and paste_rng.random() < self.copy_paste:
+            donor = self._draw(paste_rng)
+            image, masks = paste_objects(image, masks, donor.image, donor.masks,
+                                         int(paste_rng.integers(1, MAX_PASTED + 1)), paste_rng)
+        masks = masks[masks.any(axis=(1, 2))]  # an image may have none
         if len(masks) > self.masks_per_image:
             masks = masks[np.sort(rng.choice(len(masks), self.masks_per_image, replace=False))]
-        example = prepare_example(self.model, sample.image, masks, self.jitter, rng)
+        example = prepare_example(self.model, image, masks, self.jitter, rng)
         keep = example.targets.flatten(1).any(dim=1)  # masks too small for the low-res grid
         return Example(example.image, example.targets[keep])
 
@@ -300,7 +317,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: Optional[int] =
             print(f"localisation warm-up: oracle IoU on discs {oracle:.3f}", file=sys.stderr)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
 
-    data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter)
+    data = StepData(model, datasets, config.datasets, config.masks_per_image, config.seed, config.jitter,
+                    config.copy_paste)
     # Process `rank` of `world` takes examples (step * world + rank) * B + j: one process reads what it always did.
     per_step = config.images_per_step
     batches = [[(step * world + rank) * per_step + j for j in range(per_step)] for step in range(start, end)]

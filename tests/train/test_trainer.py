@@ -14,7 +14,8 @@ from segany.modeling import CONFIGS
 from segany.modeling.mask_decoder_hq import MaskDecoderHQ
 from segany.modeling.transformer import Attention
 from segany.testing import official as reference
-from segany.train.trainer import TrainConfig, build_model, learning_rate, train
+from segany.data.synthetic import SyntheticScenes
+from segany.train.trainer import StepData, TrainConfig, build_model, learning_rate, train
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +221,32 @@ def test_images_without_masks_are_left_out_of_their_step(tmp_path, micro_init, s
     config = config_for(tmp_path / "run", micro_init, shared_data, steps=2, images_per_step=2, rounds=2,
                         datasets={str(folder): 1.0, "pennfudan": 1.0})
     model = train(config, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_copy_paste_adds_objects_and_leaves_the_other_draws_alone():
+    model = segany.random_model(MICRO, seed=0)
+    scenes = {"synthetic": SyntheticScenes(count=20, size=128, seed=3)}
+
+    def examples(copy_paste):
+        data = StepData(model, scenes, {"synthetic": 1.0}, 64, seed=5, copy_paste=copy_paste)
+        return [data[index] for index in range(12)]
+
+    plain, again, pasted = examples(0.0), examples(0.0), examples(1.0)
+    for a, b in zip(plain, again):
+        assert torch.equal(a.image, b.image) and torch.equal(a.targets, b.targets)
+    # Every image got objects (each scene has some off the border to give) and so more masks;
+    # the image under them is the one the plain run drew (same generator for everything else).
+    assert all(len(p.targets) > len(a.targets) for p, a in zip(pasted, plain))
+    assert all(not torch.equal(p.image, a.image) for p, a in zip(pasted, plain))
+    changed = [(p.image != a.image).any(dim=0).float().mean() for p, a in zip(pasted, plain)]
+    assert max(changed) < 0.9
+
+
+def test_copy_paste_is_a_probability(tmp_path, micro_init, shared_data):
+    with pytest.raises(SegAnyError, match="copy_paste"):
+        train(config_for(tmp_path, micro_init, shared_data, copy_paste=1.5), progress=False)
+    model = train(config_for(tmp_path / "run", micro_init, shared_data, steps=2, copy_paste=1.0), progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
