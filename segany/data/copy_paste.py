@@ -12,6 +12,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from ..masks import mask_to_bbox
+
 # Pasted objects get a long side of this fraction of the image's long side, drawn log-uniformly.
 PASTE_SIZES = (0.03, 0.5)
 MAX_UPSCALE = 1.5  # a donor object is enlarged at most this much (more would only blur it)
@@ -45,16 +47,15 @@ def paste_objects(image: np.ndarray, masks: np.ndarray, donor_image: np.ndarray,
     pasted = []
     for index in chosen:
         mask = donor_masks[index]
-        ys, xs = np.nonzero(mask)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        long_side = max(y1 - y0, x1 - x0)
+        x0, y0, box_w, box_h = mask_to_bbox(mask)
         wanted = max(height, width) * np.exp(rng.uniform(*np.log(PASTE_SIZES)))
         # Never larger than the image, never enlarged past MAX_UPSCALE.
-        scale = min(wanted / long_side, MAX_UPSCALE, height / (y1 - y0), width / (x1 - x0))
-        h, w = max(1, int(round((y1 - y0) * scale))), max(1, int(round((x1 - x0) * scale)))
+        scale = min(wanted / max(box_w, box_h), MAX_UPSCALE, height / box_h, width / box_w)
+        h, w = max(1, int(round(box_h * scale))), max(1, int(round(box_w * scale)))
+        crop = (slice(y0, y0 + box_h), slice(x0, x0 + box_w))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        patch = cv2.resize(donor_image[y0:y1, x0:x1], (w, h), interpolation=interpolation)
-        patch_mask = cv2.resize(mask[y0:y1, x0:x1].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        patch = cv2.resize(donor_image[crop], (w, h), interpolation=interpolation)
+        patch_mask = cv2.resize(mask[crop].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
         if not patch_mask.any():
             continue
         top, left = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
