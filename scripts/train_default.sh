@@ -23,4 +23,11 @@ stage runs/default-768 configs/default_768.yaml
 stage runs/default-768-trunk configs/default_768_trunk.yaml
 # 5. The same model at 896 pixels (56 x 56 embedding), the trunk frozen again.
 stage runs/default-896 configs/default_896.yaml
-cp runs/default-896/model.safetensors segany/weights/default.safetensors
+# 6. Three runs of 350 more steps from the fifth stage (two seeds, copy-paste in two of them), and
+#    the bundled model is the average of their weights and the fifth stage's.
+stage runs/default-896-more configs/default_896_more.yaml
+stage runs/default-896-paste configs/default_896_paste.yaml
+stage runs/default-896-paste8 configs/default_896_paste8.yaml
+segany average runs/default-896/model.safetensors runs/default-896-more/model.safetensors \
+    runs/default-896-paste/model.safetensors runs/default-896-paste8/model.safetensors \
+    -o segany/weights/default.safetensors

@@ -487,6 +487,14 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"{args.destination}: {config_name(config)} weights written")
 
 
+def cmd_average(args: argparse.Namespace) -> None:
+    from .train.average import average_checkpoints
+
+    model = average_checkpoints(args.checkpoints)
+    save_model(model, args.output)
+    print(f"{args.output}: the average of {len(args.checkpoints)} {config_name(model.config)} checkpoints")
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     save_model(random_model(args.config, seed=args.seed), args.output)
     print(f"{args.output}: randomly initialised {args.config} (seed {args.seed})")
@@ -790,6 +798,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help=model_help)
     conv.add_argument("destination", help="output file: .safetensors or .pth")
     conv.set_defaults(run=cmd_convert)
+
+    average = sub.add_parser("average", help="average the weights of checkpoints fine-tuned from one start "
+                             "(a model soup)")
+    average.add_argument("checkpoints", nargs="+", help="two or more checkpoints of one architecture: " + model_help)
+    average.add_argument("-o", "--output", required=True, help="output .safetensors or .pth file")
+    average.set_defaults(run=cmd_average)
 
     init = sub.add_parser("init", help="write a randomly initialised model")
     init.add_argument("config", choices=sorted(CONFIGS), help="architecture")
