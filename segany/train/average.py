@@ -20,8 +20,9 @@ def average_checkpoints(sources: Sequence[PathLike]) -> Sam:
     """A model whose every floating-point tensor is the mean of those of `sources`.
 
     The checkpoints must share one architecture (the same config). Tensors are summed in float64
-    one checkpoint at a time, so memory holds two models whatever their number. Integer tensors
-    (batch norm's step counters) are the first checkpoint's.
+    one checkpoint at a time, so memory holds the first model, the sums and one more model,
+    whatever their number. Integer tensors (batch norm's step counters) are the first
+    checkpoint's.
     """
     if len(sources) < 2:
         raise SegAnyError(f"averaging needs at least two checkpoints, got {len(sources)}")

@@ -20,6 +20,13 @@ def three_models(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="module")
+def other_architecture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("other") / "other.safetensors"
+    segany.save_model(segany.random_model("vit_tiny"), path)
+    return path
+
+
 def test_every_tensor_is_the_mean(three_models):
     states = [segany.load_model(p).state_dict() for p in three_models]
     averaged = average_checkpoints(three_models)
@@ -49,16 +56,14 @@ def test_integer_tensors_are_the_first_checkpoints(tmp_path):
     assert counter.dtype == torch.int64 and counter.item() == 10
 
 
-def test_refuses_one_checkpoint_and_mixed_architectures(tmp_path, three_models):
+def test_refuses_one_checkpoint_and_mixed_architectures(three_models, other_architecture):
     with pytest.raises(SegAnyError, match="at least two"):
         average_checkpoints(three_models[:1])
-    other = tmp_path / "other.safetensors"
-    segany.save_model(segany.random_model("vit_tiny"), other)
-    with pytest.raises(SegAnyError, match=f"{other}: architecture vit_tiny differs"):
-        average_checkpoints([three_models[0], other])
+    with pytest.raises(SegAnyError, match=f"{other_architecture}: architecture vit_tiny differs"):
+        average_checkpoints([three_models[0], other_architecture])
 
 
-def test_cli_writes_the_average_or_nothing(tmp_path, capsys, three_models):
+def test_cli_writes_the_average_or_nothing(tmp_path, capsys, three_models, other_architecture):
     out = tmp_path / "soup.safetensors"
     assert main(["average", *map(str, three_models), "-o", str(out)]) == 0
     assert "average of 3" in capsys.readouterr().out
@@ -66,10 +71,8 @@ def test_cli_writes_the_average_or_nothing(tmp_path, capsys, three_models):
     for key, tensor in average_checkpoints(three_models).state_dict().items():
         assert torch.equal(written[key], tensor), key
 
-    other = tmp_path / "other.safetensors"
-    segany.save_model(segany.random_model("vit_tiny"), other)
     failed = tmp_path / "failed.safetensors"
-    assert main(["average", str(three_models[0]), str(other), "-o", str(failed)]) == 2
+    assert main(["average", str(three_models[0]), str(other_architecture), "-o", str(failed)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "differs" in err
     assert not failed.exists()

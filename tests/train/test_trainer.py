@@ -285,8 +285,8 @@ def test_train_init_fine_tunes_a_reference_checkpoint(tmp_path, shared_data, fam
 def test_the_default_model_recipe_is_a_chain_of_valid_configs():
     """scripts/train_default.sh runs every configs/*.yaml in order: each stage's config is valid and
     starts from an earlier stage's model (the first from the ImageNet trunk); the bundled model is
-    the average of stage models that include every one no stage starts from, all of the bundled
-    model's architecture."""
+    an average of stage models that takes in every model no stage starts from, and has the last
+    stage's architecture."""
     script = (REPO / "scripts" / "train_default.sh").read_text(encoding="utf-8")
     stages = re.findall(r"^stage (\S+) (\S+)$", script, re.MULTILINE)
     assert sorted(path for _, path in stages) == sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
@@ -301,8 +301,8 @@ def test_the_default_model_recipe_is_a_chain_of_valid_configs():
             assert config.init in models, path
             starts.add(config.init)
         models.append(f"{output}/model.safetensors")
-    (averaged,) = re.findall(r"^segany average ((?:\S+\s+(?:\\\n\s*)?)+)-o segany/weights/default.safetensors$",
-                             script, re.MULTILINE)
-    averaged = averaged.replace("\\", " ").split()
+    joined = script.replace("\\\n", " ")  # continuation lines
+    (averaged,) = re.findall(r"^segany average (.+) -o segany/weights/default.safetensors$", joined, re.MULTILINE)
+    averaged = averaged.split()
     assert set(averaged) <= set(models) and set(models) - starts <= set(averaged)
     assert config.model and segany.load_model("default").config == CONFIGS[config.model]
